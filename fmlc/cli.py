@@ -1,0 +1,161 @@
+"""The `fmlc` command. Thin: parse arguments, call the packages. Heavy imports stay inside the
+commands so that `fmlc --help` is instant and `fmlc predict` never loads training code."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="FMLC: multi-label classification of Chinese internet-finance complaints.")
+
+
+@app.command()
+def synth(n: Annotated[int, typer.Option(help="number of complaints")] = 10_000,
+          seed: Annotated[int, typer.Option()] = 0,
+          out: Annotated[Path, typer.Option(help="JSONL file to write")] = Path("data/synth.jsonl")) -> None:
+    """Write the synthetic complaint set (the embedded default) as JSONL."""
+    from training.synth import write_jsonl
+
+    write_jsonl(out, n, seed)
+    typer.echo(f"wrote {n} complaints to {out}")
+
+
+@app.command()
+def train(
+    data: Annotated[Path, typer.Option(help="JSONL/CSV file or a directory of JSONL files")],
+    out: Annotated[Path, typer.Option(help="artifact directory to write")],
+    model: Annotated[str, typer.Option(help="fmlc | bigru-lwan | caml | zacnn | linear")] = "fmlc",
+    loss: Annotated[str, typer.Option(help="asl | bce")] = "asl",
+    graph: Annotated[str, typer.Option(help="cooccurrence | identity")] = "cooccurrence",
+    epochs: Annotated[int, typer.Option()] = 10,
+    lr: Annotated[float, typer.Option()] = 1e-4,
+    batch_size: Annotated[int, typer.Option()] = 32,
+    embed_dim: Annotated[int, typer.Option()] = 300,
+    hidden: Annotated[int, typer.Option(help="GRU units per direction (d_c)")] = 300,
+    graph_dim: Annotated[int, typer.Option()] = 300,
+    max_len: Annotated[int, typer.Option()] = 256,
+    seed: Annotated[int, typer.Option()] = 0,
+    patience: Annotated[int, typer.Option()] = 3,
+    use_given_split: Annotated[bool, typer.Option(help="use each record's 'split' field")] = False,
+    skip_bad: Annotated[bool, typer.Option(help="skip malformed records (counted) instead of stopping")] = False,
+    user_dict: Annotated[Path | None, typer.Option(help="jieba user dictionary")] = None,
+    threads: Annotated[int | None, typer.Option()] = None,
+) -> None:
+    """Train one model and write its artifact (config, vocabulary, graph, thresholds, safetensors)."""
+    from training.data import load_path, split_records
+
+    from training.report import print_split_metrics
+    from training.trainer import TrainConfig
+    from training.trainer import train as run_training
+
+    cfg = TrainConfig(model=model, loss=loss, graph=graph, epochs=epochs, lr=lr, batch_size=batch_size,
+                      embed_dim=embed_dim, hidden=hidden, attn_dim=hidden, graph_dim=graph_dim, filters=hidden,
+                      max_len=max_len, seed=seed, patience=patience, threads=threads,
+                      user_dict=str(user_dict) if user_dict else None)
+    loaded = load_path(data, skip_bad=skip_bad)
+    _report_load(loaded)
+    splits = split_records(loaded.records, seed=seed, use_given=use_given_split)
+    typer.echo("split: " + ", ".join(f"{k} {len(v)}" for k, v in splits.items()))
+    result = run_training(splits, cfg, out)
+    print_split_metrics(result.metrics, "test")
+    typer.echo(f"model {result.version} written to {out}")
+
+
+def _report_load(loaded: object) -> None:
+    skipped, dups = getattr(loaded, "skipped", []), getattr(loaded, "duplicates", [])
+    if skipped:
+        typer.echo(f"skipped {len(skipped)} bad records, first: {skipped[0]}", err=True)
+    if dups:
+        typer.echo(f"{len(dups)} records repeat an earlier text, e.g. {dups[0][1]} repeats {dups[0][0]}", err=True)
+
+
+@app.command()
+def evaluate(
+    model: Annotated[Path, typer.Option(help="artifact directory")],
+    data: Annotated[Path, typer.Option(help="labelled JSONL/CSV file")],
+    out: Annotated[Path | None, typer.Option(help="write the metrics as JSON here")] = None,
+    tail_below: Annotated[int, typer.Option()] = 100,
+    skip_bad: Annotated[bool, typer.Option()] = False,
+) -> None:
+    """Score a labelled file with a saved model: metrics at 0.5 and at the model's tuned thresholds."""
+    from training.data import load_path
+
+    from fmlc import Predictor
+    from fmlc.metrics import evaluate as run_eval
+    from fmlc.metrics import to_matrix
+    from training.report import print_split_metrics
+
+    predictor = Predictor.load(model)
+    loaded = load_path(data, skip_bad=skip_bad)
+    _report_load(loaded)
+    records = loaded.records
+    scores = predictor.scores(predictor.tokenize([r.text for r in records]))
+    y = to_matrix([r.labels for r in records], predictor.labels)
+    counts = predictor.artifact.train_counts
+    metrics = {"data": {"threshold_0.5": run_eval(y, scores, 0.5, counts, tail_below),
+                        "tuned": run_eval(y, scores, predictor.thresholds, counts, tail_below)},
+               "model_version": predictor.version}
+    for block in metrics["data"].values():
+        block.pop("per_label_f1", None)
+    print_split_metrics(metrics, "data")
+    if out:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(metrics, ensure_ascii=False, indent=1))
+
+
+@app.command()
+def predict(
+    model: Annotated[Path, typer.Option(help="artifact directory")],
+    texts: Annotated[list[str], typer.Argument(help="complaint texts")],
+    device: Annotated[str | None, typer.Option(help="cpu | cuda | auto")] = None,
+) -> None:
+    """Classify texts; prints one JSON object per text."""
+    from fmlc import Predictor
+
+    predictor = Predictor.load(model, device=device)
+    for text, pred in zip(texts, predictor.predict(texts), strict=True):
+        typer.echo(json.dumps({"text": text, **pred.to_dict(), "model_version": predictor.version},
+                              ensure_ascii=False))
+
+
+@app.command()
+def experiment(
+    data: Annotated[Path, typer.Option(help="JSONL file or directory of a labelled set")],
+    out: Annotated[Path, typer.Option(help="report directory, e.g. reports/ccks2019_fin")],
+    methods: Annotated[str, typer.Option(help="comma list")] = "linear,caml,zacnn,bigru-lwan,fmlc-bce,fmlc-asl,"
+                                                                 "fmlc-asl-identity",
+    seeds: Annotated[int, typer.Option()] = 3,
+    epochs: Annotated[int, typer.Option(help="epochs for recurrent models (paper: 10)")] = 10,
+    conv_epochs: Annotated[int, typer.Option(help="epochs for convolutional models (paper: 30)")] = 30,
+    lr: Annotated[float, typer.Option()] = 1e-4,
+    dim: Annotated[int, typer.Option(help="embedding, GRU-per-direction, graph and filter size")] = 300,
+    max_docs: Annotated[int | None, typer.Option(help="random subset of this many documents")] = None,
+    parent_labels: Annotated[str | None, typer.Option(help="separator; 'a-b' also gets label 'a'")] = None,
+    use_given_split: Annotated[bool, typer.Option()] = False,
+    peer: Annotated[bool, typer.Option(help="also run LibMultiLabel (bench/setup_libmultilabel.sh)")] = False,
+    quick: Annotated[bool, typer.Option(help="2 epochs, one seed: a smoke test of the whole grid")] = False,
+    threads: Annotated[int | None, typer.Option()] = None,
+) -> None:
+    """Train and evaluate every method on one split and one set of vectors; write report.md, results.json
+    and plots. Rerunning with the same arguments resumes where it stopped."""
+    from training.experiment import ExperimentConfig, run
+
+    base = {"lr": lr, "embed_dim": dim, "hidden": dim, "attn_dim": dim, "graph_dim": dim, "filters": dim,
+            "threads": threads}
+    cfg = ExperimentConfig(data=str(data), out=str(out), methods=[m.strip() for m in methods.split(",") if m.strip()],
+                           seeds=1 if quick else seeds, epochs_recurrent=epochs, epochs_convolutional=conv_epochs,
+                           quick=quick, max_docs=max_docs, parent_labels=parent_labels,
+                           use_given_split=use_given_split, peer=peer, base=base)
+    results = run(cfg)
+    typer.echo(f"report: {out / 'report.md'}")
+    gains = results["summary"].get("gains")
+    if gains:
+        typer.echo(json.dumps(gains, ensure_ascii=False))
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,164 @@
+"""Batched inference from a saved artifact: labels above threshold, scores and evidence tokens."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from fmlc import artifact as artifact_io
+from fmlc.batching import length_chunks, pad_batch
+from fmlc.models import build_model
+from fmlc.text import Tokenizer
+
+
+class OutOfMemoryError(RuntimeError):
+    """The accelerator ran out of memory for this call; retry with fewer texts."""
+
+
+@dataclass(frozen=True)
+class LabelScore:
+    label: str
+    score: float
+    evidence: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {"label": self.label, "score": round(self.score, 6), "evidence": self.evidence}
+
+
+@dataclass(frozen=True)
+class Prediction:
+    labels: list[LabelScore]
+
+    def to_dict(self) -> dict:
+        return {"labels": [ls.to_dict() for ls in self.labels]}
+
+    @property
+    def names(self) -> list[str]:
+        return [ls.label for ls in self.labels]
+
+
+def pick_device(device: str | None) -> torch.device:
+    if device in (None, "auto"):
+        return torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} requested but CUDA is not available; use 'cpu' or 'auto'")
+    return torch.device(device)
+
+
+class Predictor:
+    """Load once, predict many times. `predict` = `tokenize` (jieba, CPU) + `predict_tokens` (model)."""
+
+    def __init__(self, art: artifact_io.Artifact, device: str | None = None, threads: int | None = None,
+                 quantize: bool = False, use_tuned_thresholds: bool = True, version: str = "",
+                 batch_size: int = 64, evidence_k: int = 3) -> None:
+        if threads:
+            torch.set_num_threads(threads)
+        self.artifact = art
+        self.labels = art.labels
+        self.version = version
+        self.batch_size = batch_size
+        self.evidence_k = evidence_k
+        self.max_len = art.max_len
+        self.tokenizer = Tokenizer.from_config(art.tokenizer_config)
+        self.thresholds = art.thresholds if use_tuned_thresholds else np.full(len(art.labels), art.default_threshold,
+                                                                              dtype=np.float32)
+        self._device = pick_device(device)
+        model = build_model(art.model_config)
+        model.load_state_dict(art.state_dict, strict=True)
+        model.eval()
+        if quantize:
+            if self._device.type != "cpu":
+                raise ValueError("int8 dynamic quantization runs on the CPU only")
+            model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear, torch.nn.GRU}, dtype=torch.qint8)
+        self.model = model.to(self._device)
+        self._thresholds_t = torch.as_tensor(self.thresholds, device=self._device)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, device: str | None = None, threads: int | None = None,
+             **kwargs: object) -> Predictor:
+        art = artifact_io.load(path)
+        return cls(art, device=device, threads=threads, version=artifact_io.read_version(path), **kwargs)
+
+    @staticmethod
+    def artifact_version(path: str | os.PathLike) -> str:
+        return artifact_io.read_version(path)
+
+    @property
+    def device(self) -> str:
+        return str(self._device)
+
+    def tokenize(self, texts: Sequence[str]) -> list[list[str]]:
+        return [self.tokenizer.tokenize(t)[: self.max_len] for t in texts]
+
+    def _autocast(self):  # noqa: ANN202 - context manager type differs by branch
+        if self._device.type == "cuda":
+            return torch.autocast("cuda", dtype=torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16)
+        return nullcontext()
+
+    def _forward(self, ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        try:
+            with torch.inference_mode(), self._autocast():
+                out = self.model(ids, mask)
+                return torch.sigmoid(out.logits.float()), out.attention
+        except torch.cuda.OutOfMemoryError as exc:
+            torch.cuda.empty_cache()
+            shape = f"{ids.shape[0]}x{ids.shape[1]}"
+            raise OutOfMemoryError(f"out of memory on {self._device} for a batch of {shape}") from exc
+
+    def scores(self, tokens: Sequence[Sequence[str]], batch_size: int | None = None,
+               length_aware: bool = True) -> np.ndarray:
+        """Probabilities [N, L] without thresholds (for evaluation)."""
+        return self._run(tokens, batch_size, length_aware, with_evidence=False)[0]
+
+    def predict_tokens(self, tokens: Sequence[Sequence[str]], batch_size: int | None = None,
+                       length_aware: bool = True) -> list[Prediction]:
+        probs, evidence = self._run(tokens, batch_size, length_aware, with_evidence=True)
+        results = []
+        for i in range(len(tokens)):
+            above = np.flatnonzero(probs[i] >= self.thresholds)
+            ranked = above[np.argsort(-probs[i, above], kind="stable")]
+            results.append(Prediction([LabelScore(self.labels[j], float(probs[i, j]), evidence[i].get(int(j), []))
+                                       for j in ranked]))
+        return results
+
+    def predict(self, texts: Sequence[str], batch_size: int | None = None) -> list[Prediction]:
+        return self.predict_tokens(self.tokenize(texts), batch_size=batch_size)
+
+    def _run(self, tokens: Sequence[Sequence[str]], batch_size: int | None, length_aware: bool,
+             with_evidence: bool) -> tuple[np.ndarray, list[dict[int, list[str]]]]:
+        n = len(tokens)
+        probs = np.zeros((n, len(self.labels)), dtype=np.float32)
+        evidence: list[dict[int, list[str]]] = [{} for _ in range(n)]
+        if n == 0:
+            return probs, evidence
+        encoded = [self.artifact.vocab.encode(t, self.max_len) for t in tokens]
+        for chunk in length_chunks([len(e) for e in encoded], batch_size or self.batch_size, length_aware):
+            ids, mask = pad_batch([encoded[i] for i in chunk], self._device)
+            p, attn = self._forward(ids, mask)
+            probs[chunk] = p.cpu().numpy()
+            if with_evidence and attn is not None:
+                self._evidence(chunk, tokens, p >= self._thresholds_t, attn, evidence)
+        return probs, evidence
+
+    def _evidence(self, chunk: list[int], tokens: Sequence[Sequence[str]], predicted: torch.Tensor,
+                  attn: torch.Tensor, out: list[dict[int, list[str]]]) -> None:
+        # Only the predicted (row, label) pairs are looked at: the full [B, L, T] is never copied to the host.
+        rows, labels = predicted.nonzero(as_tuple=True)
+        if len(rows) == 0:
+            return
+        k = min(self.evidence_k * 2, attn.shape[-1])  # extra candidates: duplicates collapse below
+        top = attn[rows, labels].float().topk(k, dim=-1).indices.cpu().numpy()
+        for r, lab, positions in zip(rows.tolist(), labels.tolist(), top, strict=True):
+            doc = tokens[chunk[r]]
+            words: list[str] = []
+            for pos in positions:
+                if pos < len(doc) and doc[pos] not in words:
+                    words.append(doc[pos])
+                if len(words) == self.evidence_k:
+                    break
+            out[chunk[r]][lab] = words

@@ -1,0 +1,45 @@
+"""A tiny FMLC trained once per test session on synthetic complaints, for every test that needs a
+real model (predictor, worker, deploy). Small dimensions keep it to a few seconds on 2 cores."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+TINY = dict(epochs=4, lr=3e-3, batch_size=32, embed_dim=32, hidden=32, attn_dim=32, graph_dim=32, filters=32,
+            max_len=96, w2v_epochs=2, patience=4, progress=False, threads=2)
+
+
+@dataclass(frozen=True)
+class Doc:
+    id: str
+    text: str
+    labels: tuple[str, ...]
+
+
+def synthetic_splits(n: int = 2400, seed: int = 0) -> dict[str, list[Doc]]:
+    from training.synth import generate
+
+    docs = [Doc(d["id"], d["text"], tuple(d["labels"])) for d in generate(n, seed)]
+    a, b = int(0.7 * n), int(0.85 * n)
+    return {"train": docs[:a], "valid": docs[a:b], "test": docs[b:]}
+
+
+@pytest.fixture(scope="session")
+def tiny_splits() -> dict[str, list[Doc]]:
+    return synthetic_splits()
+
+
+@pytest.fixture(scope="session")
+def tiny_training(tiny_splits: dict[str, list[Doc]], tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
+    from training.trainer import TrainConfig, train
+
+    out = tmp_path_factory.mktemp("models") / "tiny-fmlc"
+    return train(tiny_splits, TrainConfig(model="fmlc", **TINY), out)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tiny_training) -> Path:  # noqa: ANN001
+    return tiny_training.path

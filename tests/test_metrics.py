@@ -1,0 +1,55 @@
+import numpy as np
+import pytest
+from sklearn.metrics import f1_score, precision_score, recall_score
+
+from fmlc.metrics import evaluate, precision_at_k, to_matrix, tune_thresholds
+
+
+@pytest.fixture
+def data() -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(3)
+    y = (rng.random((200, 12)) < 0.2).astype(int)
+    y[:, 11] = 0  # a label absent from the evaluated data
+    scores = np.clip(y * 0.6 + rng.random(y.shape) * 0.5, 0, 1)
+    return y, scores
+
+
+@pytest.mark.parametrize("average", ["micro", "macro"])
+def test_prf_agree_with_sklearn(data: tuple[np.ndarray, np.ndarray], average: str) -> None:
+    y, scores = data
+    pred = (scores >= 0.5).astype(int)
+    result = evaluate(y, scores, 0.5)["all"]
+    kw = {"average": average, "zero_division": 0}
+    assert result[f"{average}_f1"] == pytest.approx(f1_score(y, pred, **kw))
+    assert result[f"{average}_p"] == pytest.approx(precision_score(y, pred, **kw))
+    assert result[f"{average}_r"] == pytest.approx(recall_score(y, pred, **kw))
+    assert result["labels"] == 12 and result["labels_with_support"] == 11
+
+
+def test_tail_block_uses_train_counts(data: tuple[np.ndarray, np.ndarray]) -> None:
+    y, scores = data
+    counts = [500] * 6 + [10] * 6
+    result = evaluate(y, scores, 0.5, counts, tail_below=100)
+    pred = (scores >= 0.5).astype(int)
+    assert result["tail"]["labels"] == 6
+    assert result["tail"]["macro_f1"] == pytest.approx(f1_score(y[:, 6:], pred[:, 6:], average="macro",
+                                                                 zero_division=0))
+
+
+def test_precision_at_k_by_hand() -> None:
+    y = np.array([[1, 0, 0, 1], [0, 1, 0, 0]])
+    s = np.array([[0.9, 0.8, 0.1, 0.7], [0.1, 0.2, 0.3, 0.4]])
+    assert precision_at_k(y, s, 1) == pytest.approx(0.5)
+    assert precision_at_k(y, s, 3) == pytest.approx((2 / 3 + 1 / 3) / 2)
+
+
+def test_tuned_thresholds_never_lower_validation_f1(data: tuple[np.ndarray, np.ndarray]) -> None:
+    y, scores = data
+    tuned = tune_thresholds(y, scores)
+    assert tuned[11] == pytest.approx(0.5)  # no positives: left at the default
+    assert evaluate(y, scores, tuned)["all"]["macro_f1"] >= evaluate(y, scores, 0.5)["all"]["macro_f1"]
+
+
+def test_to_matrix_ignores_unknown_labels() -> None:
+    m = to_matrix([["a", "zz"], ["b"]], ["a", "b"])
+    np.testing.assert_array_equal(m, [[1, 0], [0, 1]])

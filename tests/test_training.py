@@ -1,0 +1,43 @@
+import numpy as np
+import pytest
+
+from fmlc.metrics import evaluate, tune_thresholds
+from training.trainer import TrainConfig
+
+
+def test_tiny_fmlc_clearly_beats_a_frequency_baseline(tiny_training) -> None:  # noqa: ANN001
+    art = tiny_training.artifact
+    prior = np.asarray(art.train_counts, dtype=np.float64) / max(art.train_counts)
+    # The baseline gets the same advantage as the model: thresholds tuned on validation.
+    from model_fixtures import synthetic_splits
+
+    splits = synthetic_splits()
+    from fmlc.metrics import to_matrix
+
+    y_valid = to_matrix([d.labels for d in splits["valid"]], art.labels)
+    y_test = to_matrix([d.labels for d in splits["test"]], art.labels)
+    base_valid = np.tile(prior, (len(y_valid), 1))
+    base_test = np.tile(prior, (len(y_test), 1))
+    baseline = evaluate(y_test, base_test, tune_thresholds(y_valid, base_valid))["all"]
+    model = tiny_training.metrics["test"]["tuned"]["all"]
+    assert model["micro_f1"] > baseline["micro_f1"] + 0.2, (model, baseline)
+    assert model["macro_f1"] > baseline["macro_f1"] + 0.1, (model, baseline)
+
+
+def test_training_history_and_metrics_are_recorded(tiny_training) -> None:  # noqa: ANN001
+    m = tiny_training.metrics
+    assert [h["epoch"] for h in m["history"]][0] == 1
+    assert sum(h["best"] for h in m["history"]) == 1
+    for split in ("valid", "test"):
+        for key in ("threshold_0.5", "tuned"):
+            assert {"all", "tail", "p@1", "p@3", "p@5"} <= set(m[split][key])
+    assert m["test"]["tuned"]["tail"]["below"] == 100
+
+
+def test_config_validation() -> None:
+    with pytest.raises(ValueError, match="choose one of"):
+        TrainConfig(model="svm")
+    with pytest.raises(ValueError, match="asl"):
+        TrainConfig(loss="hinge")
+    with pytest.raises(ValueError, match="graph mode"):
+        TrainConfig(graph="dense")

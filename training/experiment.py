@@ -1,0 +1,211 @@
+"""The paper's comparison as one rerunnable command: every method on the same split and vectors.
+
+Results are written after every finished run, so an interrupted grid still leaves a report of
+what did finish.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+from rich.console import Console
+
+from fmlc.metrics import evaluate, tune_thresholds
+from training.data import Record, load_path, split_records
+from training.trainer import Prepared, TrainConfig, fit, prepare
+
+# method name → the TrainConfig fields that define it
+METHODS: dict[str, dict] = {
+    "linear": {"model": "linear"},
+    "caml": {"model": "caml", "loss": "bce"},
+    "zacnn": {"model": "zacnn", "loss": "bce"},
+    "bigru-lwan": {"model": "bigru-lwan", "loss": "bce"},
+    "fmlc-bce": {"model": "fmlc", "loss": "bce"},
+    "fmlc-asl": {"model": "fmlc", "loss": "asl"},
+    "fmlc-asl-identity": {"model": "fmlc", "loss": "asl", "graph": "identity"},
+}
+EARLIER_METHODS = ("linear", "caml", "zacnn", "bigru-lwan")  # "the best earlier method" of the claim
+CONVOLUTIONAL = ("caml", "zacnn")
+PEER_METHODS = ("linear", "bigru-lwan", "caml")
+console = Console(stderr=True)
+
+
+@dataclass
+class ExperimentConfig:
+    data: str
+    out: str
+    methods: list[str] = field(default_factory=lambda: list(METHODS))
+    seeds: int = 3
+    epochs_recurrent: int = 10
+    epochs_convolutional: int = 30
+    quick: bool = False
+    max_docs: int | None = None
+    parent_labels: str | None = None  # separator: "a-b" also gets the label "a"
+    use_given_split: bool = False
+    peer: bool = False
+    peer_epochs: int | None = None
+    base: dict = field(default_factory=dict)  # TrainConfig overrides shared by every method
+
+    def __post_init__(self) -> None:
+        unknown = [m for m in self.methods if m not in METHODS]
+        if unknown:
+            raise ValueError(f"unknown methods {unknown}; choose from {', '.join(METHODS)}")
+        if self.seeds < 1:
+            raise ValueError("seeds must be >= 1")
+
+
+def add_parent_labels(records: list[Record], sep: str) -> list[Record]:
+    out = []
+    for r in records:
+        parents = {lab.split(sep, 1)[0] for lab in r.labels if sep in lab}
+        out.append(replace(r, labels=tuple(sorted(set(r.labels) | parents))))
+    return out
+
+
+def _subset(records: list[Record], n: int, seed: int) -> list[Record]:
+    idx = np.random.default_rng(seed).permutation(len(records))[:n]
+    return [records[i] for i in sorted(idx)]
+
+
+def load_splits(cfg: ExperimentConfig) -> tuple[dict[str, list[Record]], dict]:
+    loaded = load_path(cfg.data)
+    records = loaded.records
+    info: dict = {"docs_loaded": len(records), "duplicates_reported": len(loaded.duplicates)}
+    if cfg.max_docs and len(records) > cfg.max_docs:
+        records = _subset(records, cfg.max_docs, 0)
+        info["subset"] = cfg.max_docs
+    if cfg.parent_labels:
+        records = add_parent_labels(records, cfg.parent_labels)
+        info["parent_labels"] = cfg.parent_labels
+    splits = split_records(records, seed=0, use_given=cfg.use_given_split)
+    info["split_sizes"] = {k: len(v) for k, v in splits.items()}
+    return splits, info
+
+
+def train_config(cfg: ExperimentConfig, method: str, seed: int) -> TrainConfig:
+    epochs = cfg.epochs_convolutional if method in CONVOLUTIONAL else cfg.epochs_recurrent
+    if cfg.quick:
+        epochs = min(epochs, 2)
+    return TrainConfig(**(cfg.base | METHODS[method] | {"seed": seed, "epochs": epochs}))
+
+
+def _inference_rate(result_net_cfg: TrainConfig, prep: Prepared, result) -> float:  # noqa: ANN001
+    from fmlc.predictor import Predictor
+
+    predictor = Predictor(result.artifact, device=result_net_cfg.device)
+    tokens = prep.tokens["test"][:2000]
+    t0 = time.perf_counter()
+    predictor.scores(tokens, batch_size=64)
+    return len(tokens) / (time.perf_counter() - t0)
+
+
+def run(cfg: ExperimentConfig) -> dict:
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    splits, info = load_splits(cfg)
+    console.print(f"[bold]experiment[/] {cfg.data}: {info}")
+    base_cfg = TrainConfig(**cfg.base)
+    prep = prepare(splits, base_cfg)
+    info["labels"] = len(prep.labels)
+    info["tail_labels"] = int(sum(c < base_cfg.tail_below for c in prep.train_counts))
+    info["notes"] = prep.notes
+    write_split(prep, splits, out / "split")
+    results: dict = {"config": asdict(cfg), "data": info, "labels": prep.labels, "train_counts": prep.train_counts,
+                     "runs": {}}
+    results_path = out / "results.json"
+    if results_path.exists():  # resume: keep finished runs of the same configuration
+        old = json.loads(results_path.read_text())
+        if old.get("config") == results["config"]:
+            results["runs"] = old.get("runs", {})
+    for seed in range(cfg.seeds):
+        for method in cfg.methods:
+            key = f"{method}/seed{seed}"
+            if key in results["runs"]:
+                continue
+            tcfg = train_config(cfg, method, seed)
+            console.print(f"[bold cyan]{key}[/]: {tcfg.model}/{tcfg.loss}/{tcfg.graph}, {tcfg.epochs} epochs")
+            t0 = time.perf_counter()
+            result = fit(prep, tcfg)
+            test = result.metrics["test"]
+            results["runs"][key] = {
+                "method": method, "seed": seed, "tuned": test["tuned"], "threshold_0.5": test["threshold_0.5"],
+                "valid_macro_f1": result.metrics["valid"]["tuned"]["all"]["macro_f1"],
+                "epochs_run": len(result.history), "seconds_per_epoch": result.seconds_per_epoch,
+                "train_seconds": time.perf_counter() - t0,
+                "inference_docs_per_s": _inference_rate(tcfg, prep, result),
+            }
+            results_path.write_text(json.dumps(results, ensure_ascii=False, indent=1))
+            console.print(f"  test macro-F1 {test['tuned']['all']['macro_f1']:.4f} tail "
+                          f"{test['tuned']['tail']['macro_f1']:.4f} micro {test['tuned']['all']['micro_f1']:.4f}")
+    if cfg.peer:
+        results["peer"] = run_peer(cfg, prep, out)
+    from training.experiment_report import summarise, write_report
+
+    results["summary"] = summarise(results)
+    results_path.write_text(json.dumps(results, ensure_ascii=False, indent=1))
+    write_report(results, out)
+    return results
+
+
+def write_split(prep: Prepared, splits: dict[str, list[Record]], folder: Path) -> None:
+    """The exact split, tokens and vectors, so an external library sees what our models saw."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, recs in splits.items():
+        with open(folder / f"{name}.jsonl", "w", encoding="utf-8") as fh:
+            for rec, toks in zip(recs, prep.tokens[name], strict=True):
+                fh.write(json.dumps({"id": rec.id, "text": rec.text, "labels": list(rec.labels), "tokens": toks},
+                                    ensure_ascii=False) + "\n")
+    (folder / "labels.json").write_text(json.dumps(prep.labels, ensure_ascii=False))
+    with open(folder / "embeddings.txt", "w", encoding="utf-8") as fh:
+        for word, vec in prep.vectors.items():
+            if word in prep.vocab:
+                fh.write(word + " " + " ".join(f"{x:.5f}" for x in vec) + "\n")
+
+
+def run_peer(cfg: ExperimentConfig, prep: Prepared, out: Path) -> dict:
+    """LibMultiLabel in its own venv (bench/setup_libmultilabel.sh), scored by our metrics."""
+    root = Path(__file__).resolve().parents[1]
+    python = Path(os.environ.get("FMLC_PEER_PYTHON", root / ".peer-venv" / "bin" / "python"))
+    if not python.exists():
+        msg = f"{python} missing: run bench/setup_libmultilabel.sh first"
+        console.print(f"[yellow]peer skipped[/]: {msg}")
+        return {"skipped": msg}
+    peer_out = out / "peer"
+    cmd = [str(python), str(root / "bench" / "libmultilabel_peer.py"), "--split", str(out / "split"),
+           "--out", str(peer_out), "--methods", ",".join(PEER_METHODS)]
+    if cfg.quick:
+        cmd.append("--quick")
+    if cfg.peer_epochs:
+        cmd += ["--epochs", str(cfg.peer_epochs)]
+    console.print("[bold]peer[/]: " + " ".join(cmd))
+    subprocess.run(cmd, check=True, stdout=sys.stderr)
+    return score_peer(prep, peer_out)
+
+
+def score_peer(prep: Prepared, peer_out: Path) -> dict:
+    scored = {}
+    index = {i: n for n, i in enumerate(prep.ids["test"])}
+    for method in PEER_METHODS:
+        npz = peer_out / f"peer_{method}.npz"
+        if not npz.exists():
+            continue
+        data = np.load(npz, allow_pickle=False)
+        order = [index[str(i)] for i in data["ids"]]
+        y = prep.y["test"][order]
+        scores = data["scores"].astype(np.float64)
+        entry = {"threshold_0.5": evaluate(y, scores, 0.5, prep.train_counts)}
+        if "valid_scores" in data.files:
+            vindex = {i: n for n, i in enumerate(prep.ids["valid"])}
+            vy = prep.y["valid"][[vindex[str(i)] for i in data["valid_ids"]]]
+            entry["tuned"] = evaluate(y, scores, tune_thresholds(vy, data["valid_scores"]), prep.train_counts)
+        meta = peer_out / f"peer_{method}.json"
+        entry["meta"] = json.loads(meta.read_text()) if meta.exists() else {}
+        scored[method] = entry
+    return scored

@@ -1,0 +1,161 @@
+"""Turning experiment results into a table (mean ± std over seeds), gains, and plots."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # reports are written on servers without a display
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+EARLIER = ("linear", "caml", "zacnn", "bigru-lwan")
+COLUMNS = [  # (key in summary, header, path in a run's metrics)
+    ("macro_f1", "macro-F1", ("all", "macro_f1")),
+    ("micro_f1", "micro-F1", ("all", "micro_f1")),
+    ("macro_p", "macro-P", ("all", "macro_p")),
+    ("macro_r", "macro-R", ("all", "macro_r")),
+    ("tail_macro_f1", "tail macro-F1", ("tail", "macro_f1")),
+    ("tail_micro_f1", "tail micro-F1", ("tail", "micro_f1")),
+    ("tail_macro_p", "tail macro-P", ("tail", "macro_p")),
+    ("tail_macro_r", "tail macro-R", ("tail", "macro_r")),
+    ("p@1", "P@1", ("p@1",)),
+]
+
+
+def _get(metrics: dict, path: tuple[str, ...]) -> float:
+    for key in path:
+        metrics = metrics[key]
+    return float(metrics)
+
+
+def summarise(results: dict, thresholds: str = "tuned") -> dict:
+    by_method: dict[str, list[dict]] = defaultdict(list)
+    for run in results["runs"].values():
+        by_method[run["method"]].append(run)
+    summary: dict = {"thresholds": thresholds, "methods": {}}
+    for method, runs in by_method.items():
+        row: dict = {"seeds": len(runs)}
+        for key, _, path in COLUMNS:
+            values = [100 * _get(r[thresholds], path) for r in runs]
+            row[key] = {"mean": float(np.mean(values)), "std": float(np.std(values)), "values": values}
+        for key in ("seconds_per_epoch", "inference_docs_per_s", "epochs_run"):
+            row[key] = float(np.mean([r[key] for r in runs]))
+        summary["methods"][method] = row
+    methods = summary["methods"]
+    earlier = [m for m in EARLIER if m in methods]
+    if "fmlc-asl" in methods and earlier:
+        gains = {}
+        for key in ("macro_f1", "tail_macro_f1"):
+            best = max(earlier, key=lambda m: methods[m][key]["mean"])
+            gains[key] = {"points": methods["fmlc-asl"][key]["mean"] - methods[best][key]["mean"],
+                          "best_baseline": best}
+        summary["gains"] = gains
+        summary["gains_over_everything_else"] = {}
+        others = [m for m in methods if m != "fmlc-asl"]
+        for key in ("macro_f1", "tail_macro_f1"):
+            best = max(others, key=lambda m: methods[m][key]["mean"])
+            summary["gains_over_everything_else"][key] = {
+                "points": methods["fmlc-asl"][key]["mean"] - methods[best][key]["mean"], "best_other": best}
+    return summary
+
+
+def _table(summary: dict) -> list[str]:
+    methods = summary["methods"]
+    best = {key: max(methods, key=lambda m: methods[m][key]["mean"]) for key, _, _ in COLUMNS}
+    head = "| method | seeds | " + " | ".join(h for _, h, _ in COLUMNS) + " | s/epoch | docs/s |"
+    lines = [head, "|" + "---|" * (len(COLUMNS) + 4)]
+    for method, row in methods.items():
+        cells = []
+        for key, _, _ in COLUMNS:
+            text = f"{row[key]['mean']:.2f} ± {row[key]['std']:.2f}"
+            cells.append(f"**{text}**" if best[key] == method else text)
+        lines.append(f"| {method} | {row['seeds']} | " + " | ".join(cells)
+                     + f" | {row['seconds_per_epoch']:.1f} | {row['inference_docs_per_s']:.0f} |")
+    return lines
+
+
+def _peer_lines(peer: dict) -> list[str]:
+    if not peer or "skipped" in peer:
+        if peer is None:
+            return []
+        return [f"LibMultiLabel reference run skipped: {peer.get('skipped', 'not requested')}"]
+    lines = ["| LibMultiLabel method | thresholds | macro-F1 | micro-F1 | tail macro-F1 | P@1 | config |",
+             "|---|---|---|---|---|---|---|"]
+    for method, entry in peer.items():
+        for kind in ("threshold_0.5", "tuned"):
+            if kind not in entry:
+                continue
+            m = entry[kind]
+            cfg = entry.get("meta", {}).get("config", {})
+            lines.append(f"| {method} | {kind} | {100 * m['all']['macro_f1']:.2f} | {100 * m['all']['micro_f1']:.2f} | "
+                         f"{100 * m['tail']['macro_f1']:.2f} | {100 * m['p@1']:.2f} | `{_short(cfg)}` |")
+    return lines
+
+
+def _short(cfg: dict) -> str:
+    keep = ("epochs", "rnn_dim", "num_filter_per_size", "filter_sizes", "learning_rate", "batch_size", "embed_dropout")
+    return ", ".join(f"{k}={cfg[k]}" for k in keep if k in cfg) or "see peer/*.json"
+
+
+def write_report(results: dict, out: Path) -> None:
+    summary = results["summary"]
+    data = results["data"]
+    lines = [f"# Experiment: {results['config']['data']}", "",
+             f"Docs {data.get('docs_loaded')}, split {data.get('split_sizes')}, labels {data.get('labels')}, "
+             f"tail labels (< 100 training examples) {data.get('tail_labels')}.", "",
+             "Test-split metrics in %, mean ± std over seeds, per-label thresholds tuned on the validation split "
+             "(the fixed-0.5 numbers are in results.json). Macro averages run over all labels of the training set; "
+             "a label with no positives and no predictions in the test split counts 0.", ""]
+    lines += _table(summary)
+    if "gains" in summary:
+        g = summary["gains"]
+        lines += ["", "## FMLC/ASL against the best earlier method",
+                  f"- macro-F1: {g['macro_f1']['points']:+.2f} points over {g['macro_f1']['best_baseline']} "
+                  "(paper: +3.1)",
+                  f"- tail macro-F1: {g['tail_macro_f1']['points']:+.2f} points over "
+                  f"{g['tail_macro_f1']['best_baseline']} (paper: +6.9)"]
+        o = summary["gains_over_everything_else"]
+        lines += [f"- against every other row (ablations included): macro-F1 {o['macro_f1']['points']:+.2f} "
+                  f"(vs {o['macro_f1']['best_other']}), tail {o['tail_macro_f1']['points']:+.2f} "
+                  f"(vs {o['tail_macro_f1']['best_other']})"]
+    if "peer" in results:
+        lines += ["", "## External reference: LibMultiLabel on the same split and vectors", ""] + _peer_lines(
+            results["peer"])
+    lines += ["", "![macro-F1 per method](macro_f1.png)", "", "![per-label F1 vs frequency](per_label_f1.png)", ""]
+    (out / "report.md").write_text("\n".join(lines), encoding="utf-8")
+    _plots(results, out)
+
+
+def _plots(results: dict, out: Path) -> None:
+    methods = results["summary"]["methods"]
+    names = list(methods)
+    x = np.arange(len(names))
+    fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(names)), 4))
+    for offset, key, label in ((-0.2, "macro_f1", "all labels"), (0.2, "tail_macro_f1", "tail labels")):
+        ax.bar(x + offset, [methods[m][key]["mean"] for m in names], 0.4,
+               yerr=[methods[m][key]["std"] for m in names], label=label, capsize=3)
+    ax.set_xticks(x, names, rotation=30, ha="right")
+    ax.set_ylabel("macro-F1 (%)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / "macro_f1.png", dpi=120)
+    plt.close(fig)
+
+    counts = np.asarray(results["train_counts"])
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for method, marker in (("fmlc-asl", "o"), ("bigru-lwan", "x")):
+        runs = [r for r in results["runs"].values() if r["method"] == method]
+        if runs:
+            f1 = np.mean([r["tuned"]["per_label_f1"] for r in runs], axis=0)
+            ax.scatter(counts, f1, marker=marker, alpha=0.7, label=method)
+    ax.set_xscale("log")
+    ax.axvline(100, color="grey", linestyle=":", label="tail cut (100)")
+    ax.set_xlabel("training examples of the label (log)")
+    ax.set_ylabel("test F1")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / "per_label_f1.png", dpi=120)
+    plt.close(fig)

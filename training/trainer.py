@@ -1,0 +1,324 @@
+"""One training loop for every model: prepare the data once, fit, tune thresholds, save the artifact."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import random
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from fmlc import artifact as artifact_io
+from fmlc.batching import length_chunks, pad_batch
+from fmlc.graph import GraphConfig, build_adjacency, describe
+from fmlc.losses import make_loss
+from fmlc.metrics import evaluate, to_matrix, tune_thresholds
+from fmlc.models import MODEL_NAMES, ModelConfig, build_model
+from fmlc.text import Tokenizer
+from fmlc.vocab import Vocab
+from training.word2vec import embedding_matrix, phrase_vector, train_vectors
+
+
+class LabelledText(Protocol):
+    id: str
+    text: str
+    labels: Sequence[str]
+
+
+@dataclass
+class TrainConfig:
+    model: str = "fmlc"
+    loss: str = "asl"
+    graph: str = "cooccurrence"
+    epochs: int = 10
+    batch_size: int = 32
+    lr: float = 1e-4
+    patience: int = 3  # epochs without a better validation macro-F1 before stopping
+    seed: int = 0
+    embed_dim: int = 300
+    hidden: int = 300
+    attn_dim: int = 300
+    graph_dim: int = 300
+    graph_steps: int = 2
+    graph_threshold: float = 0.3
+    graph_min_count: int = 2
+    graph_neighbour_weight: float = 0.25
+    filters: int = 300
+    kernel_size: int = 5
+    embed_dropout: float = 0.2
+    attn_dropout: float = 0.2
+    graph_dropout: float = 0.1
+    freeze_embeddings: bool = False
+    asl_gamma_neg: float = 2.0
+    asl_gamma_pos: float = 0.0
+    asl_margin: float = 0.05
+    grad_clip: float = 5.0
+    max_len: int = 256
+    vocab_min_count: int = 2
+    vocab_max_size: int = 50_000
+    w2v_epochs: int = 5
+    tail_below: int = 100
+    linear_c: float = 4.0
+    threads: int | None = None
+    device: str | None = None
+    user_dict: str | None = None
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.model not in MODEL_NAMES:
+            raise ValueError(f"unknown model {self.model!r}: choose one of {', '.join(MODEL_NAMES)}")
+        if self.loss not in ("asl", "bce"):
+            raise ValueError(f"unknown loss {self.loss!r}: choose 'asl' or 'bce'")
+        if self.epochs < 1 or self.batch_size < 1:
+            raise ValueError("epochs and batch_size must be >= 1")
+        if self.lr <= 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+        GraphConfig(self.graph, self.graph_threshold, self.graph_min_count, self.graph_neighbour_weight)
+
+    def graph_config(self) -> GraphConfig:
+        return GraphConfig(self.graph, self.graph_threshold, self.graph_min_count, self.graph_neighbour_weight)
+
+
+@dataclass
+class Prepared:
+    """Everything derived from the data that every method shares: tokens, labels, vocabulary, vectors."""
+
+    tokenizer: Tokenizer
+    labels: list[str]
+    train_counts: list[int]
+    tokens: dict[str, list[list[str]]]
+    y: dict[str, np.ndarray]
+    ids: dict[str, list[str]]
+    vocab: Vocab
+    vectors: dict[str, np.ndarray]
+    embeddings: np.ndarray
+    fingerprint: str
+    notes: list[str] = field(default_factory=list)
+
+
+def fingerprint(records: Sequence[LabelledText]) -> str:
+    digest = hashlib.sha256()
+    for r in records:
+        digest.update(json.dumps([r.id, r.text, sorted(r.labels)], ensure_ascii=False).encode())
+    return digest.hexdigest()
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def prepare(splits: dict[str, Sequence[LabelledText]], cfg: TrainConfig,
+            vectors: dict[str, np.ndarray] | None = None) -> Prepared:
+    """Tokenise every split, fix the label set from train, build vocabulary and word2vec vectors."""
+    for name in ("train", "valid"):
+        if not splits.get(name):
+            raise ValueError(f"the '{name}' split is empty; give at least a few documents for it")
+    tokenizer = Tokenizer(user_dict=cfg.user_dict)
+    tokens = {name: [tokenizer.tokenize(r.text) for r in tqdm(recs, desc=f"tokenise {name}", disable=not cfg.progress,
+                                                               leave=False)]
+              for name, recs in splits.items()}
+    counts = Counter(lab for r in splits["train"] for lab in set(r.labels))
+    labels = sorted(counts)
+    notes = []
+    unseen = {lab for name, recs in splits.items() if name != "train" for r in recs for lab in r.labels} - set(counts)
+    if unseen:
+        notes.append(f"{len(unseen)} labels occur outside train only and cannot be predicted: "
+                     f"{sorted(unseen)[:10]}")
+    vocab = Vocab.build(tokens["train"], min_count=cfg.vocab_min_count, max_size=cfg.vocab_max_size)
+    if vectors is None:
+        all_docs = [doc for docs in tokens.values() for doc in docs]
+        vectors = train_vectors(all_docs, dim=cfg.embed_dim, seed=cfg.seed, epochs=cfg.w2v_epochs)
+    embeddings, coverage = embedding_matrix(vocab, vectors, cfg.embed_dim, seed=cfg.seed)
+    notes.append(f"vocabulary {len(vocab)} tokens, {coverage:.1%} with word2vec vectors")
+    return Prepared(
+        tokenizer=tokenizer, labels=labels, train_counts=[counts[lab] for lab in labels], tokens=tokens,
+        y={name: to_matrix([r.labels for r in recs], labels) for name, recs in splits.items()},
+        ids={name: [r.id for r in recs] for name, recs in splits.items()},
+        vocab=vocab, vectors=vectors, embeddings=embeddings, fingerprint=fingerprint(splits["train"]), notes=notes,
+    )
+
+
+def model_config(cfg: TrainConfig, prep: Prepared) -> ModelConfig:
+    return ModelConfig(
+        model=cfg.model, vocab_size=len(prep.vocab), n_labels=len(prep.labels), embed_dim=cfg.embed_dim,
+        hidden=cfg.hidden, attn_dim=cfg.attn_dim, graph_dim=cfg.graph_dim, graph_steps=cfg.graph_steps,
+        embed_dropout=cfg.embed_dropout, attn_dropout=cfg.attn_dropout, graph_dropout=cfg.graph_dropout,
+        filters=cfg.filters, kernel_size=cfg.kernel_size, freeze_embeddings=cfg.freeze_embeddings,
+    )
+
+
+@dataclass
+class TrainResult:
+    artifact: artifact_io.Artifact
+    metrics: dict
+    history: list[dict]
+    seconds_per_epoch: float
+    path: Path | None = None
+    version: str | None = None
+
+
+def _init_model(cfg: TrainConfig, prep: Prepared) -> tuple[torch.nn.Module, dict]:
+    net = build_model(model_config(cfg, prep))
+    graph_summary: dict = {}
+    if hasattr(net, "embed"):
+        net.embed.load_vectors(torch.from_numpy(prep.embeddings))
+    if cfg.model == "fmlc":
+        adjacency = build_adjacency(prep.y["train"], cfg.graph_config())
+        net.set_adjacency(torch.from_numpy(adjacency))
+        graph_summary = describe(adjacency, prep.labels) | {"config": cfg.graph_config().to_dict()}
+    if cfg.model == "zacnn":
+        rng = np.random.default_rng(cfg.seed)
+        rows = []
+        for name in prep.labels:
+            vec = phrase_vector(prep.tokenizer.tokenize(name), prep.vectors, cfg.embed_dim)
+            rows.append(vec if vec is not None else rng.normal(0, 0.1, cfg.embed_dim).astype(np.float32))
+        net.set_label_vectors(torch.from_numpy(np.stack(rows)))
+    return net, graph_summary
+
+
+def _batches(encoded: list[list[int]], batch_size: int, rng: random.Random) -> list[list[int]]:
+    """Length-bucketed shuffled batches: sort within pools of 50 batches so padding stays small
+    while the order of batches is still random every epoch."""
+    order = list(range(len(encoded)))
+    rng.shuffle(order)
+    pool = batch_size * 50
+    batches = []
+    for start in range(0, len(order), pool):
+        block = sorted(order[start : start + pool], key=lambda i: len(encoded[i]))
+        batches.extend(block[i : i + batch_size] for i in range(0, len(block), batch_size))
+    rng.shuffle(batches)
+    return batches
+
+
+def _to_artifact(cfg: TrainConfig, prep: Prepared, net: torch.nn.Module, thresholds: np.ndarray,
+                 graph_summary: dict, metrics: dict) -> artifact_io.Artifact:
+    meta = {"train_config": asdict(cfg) | {"device": None, "threads": None, "progress": None},
+            "data_fingerprint": prep.fingerprint, "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "notes": prep.notes}
+    return artifact_io.Artifact(
+        model_config=model_config(cfg, prep), tokenizer_config=prep.tokenizer.to_config(), labels=prep.labels,
+        train_counts=prep.train_counts, vocab=prep.vocab, thresholds=thresholds,
+        state_dict={k: v.detach().cpu() for k, v in net.state_dict().items()}, max_len=cfg.max_len,
+        meta=meta, metrics=metrics, graph_summary=graph_summary,
+    )
+
+
+def fit(prep: Prepared, cfg: TrainConfig) -> TrainResult:
+    """Train one model on prepared data; select the epoch by validation macro-F1 (thresholds tuned on
+    validation), then report validation and test metrics at the fixed 0.5 and at tuned thresholds."""
+    seed_everything(cfg.seed)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    if cfg.model == "linear":
+        from training.linear_fit import fit_linear
+
+        t0 = time.perf_counter()
+        net = build_model(model_config(cfg, prep))
+        fit_linear(net, [prep.vocab.encode(t, cfg.max_len) for t in prep.tokens["train"]], prep.y["train"], cfg)
+        history = [{"epoch": 1, "seconds": time.perf_counter() - t0}]
+        return _finish(cfg, prep, net, {}, history, history[0]["seconds"])
+
+    device = torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    net, graph_summary = _init_model(cfg, prep)
+    net.to(device)
+    loss_fn = make_loss(cfg.loss, cfg.asl_gamma_neg, cfg.asl_gamma_pos, cfg.asl_margin)
+    optimiser = torch.optim.Adam([p for p in net.parameters() if p.requires_grad], lr=cfg.lr)
+    encoded = [prep.vocab.encode(t, cfg.max_len) for t in prep.tokens["train"]]
+    y_train = torch.from_numpy(prep.y["train"])
+    rng = random.Random(cfg.seed)
+    best_f1, best_state, best_epoch, history, epoch_seconds = -1.0, None, 0, [], []
+    for epoch in range(1, cfg.epochs + 1):
+        net.train()
+        t0 = time.perf_counter()
+        batches = _batches(encoded, cfg.batch_size, rng)
+        bar = tqdm(batches, desc=f"{cfg.model}/{cfg.loss} epoch {epoch}/{cfg.epochs}", disable=not cfg.progress,
+                   leave=False)
+        total = 0.0
+        for step, batch in enumerate(bar, start=1):
+            ids, mask = pad_batch([encoded[i] for i in batch], device)
+            loss = loss_fn(net(ids, mask).logits, y_train[batch].to(device))
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.grad_clip:
+                torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
+            optimiser.step()
+            total += loss.item()
+            if step % 20 == 0:
+                bar.set_postfix(loss=f"{total / step:.3f}")
+        epoch_seconds.append(time.perf_counter() - t0)
+        valid_scores = _predict_scores(net, prep, "valid", cfg, device)
+        tuned = tune_thresholds(prep.y["valid"], valid_scores)
+        f1 = evaluate(prep.y["valid"], valid_scores, tuned)["all"]["macro_f1"]
+        f1_fixed = evaluate(prep.y["valid"], valid_scores, 0.5)["all"]["macro_f1"]
+        history.append({"epoch": epoch, "loss": total / max(1, len(batches)), "valid_macro_f1_tuned": f1,
+                        "valid_macro_f1_0.5": f1_fixed, "seconds": epoch_seconds[-1]})
+        if cfg.progress:
+            tqdm.write(f"  epoch {epoch}: loss {history[-1]['loss']:.4f}  valid macro-F1 {f1:.4f} (tuned) "
+                       f"{f1_fixed:.4f} (0.5)  {epoch_seconds[-1]:.1f}s")
+        if f1 > best_f1:
+            best_f1, best_epoch = f1, epoch
+            best_state = copy.deepcopy(net.state_dict())
+        elif epoch - best_epoch >= cfg.patience:
+            break
+    net.load_state_dict(best_state)
+    for h in history:
+        h["best"] = h["epoch"] == best_epoch
+    return _finish(cfg, prep, net, graph_summary, history, float(np.mean(epoch_seconds)), device)
+
+
+def _predict_scores(net: torch.nn.Module, prep: Prepared, split: str, cfg: TrainConfig,
+                    device: torch.device) -> np.ndarray:
+    net.eval()
+    encoded = [prep.vocab.encode(t, cfg.max_len) for t in prep.tokens[split]]
+    out = np.zeros((len(encoded), len(prep.labels)), dtype=np.float32)
+    with torch.inference_mode():
+        for chunk in length_chunks([len(e) for e in encoded], 128):
+            ids, mask = pad_batch([encoded[i] for i in chunk], device)
+            out[chunk] = torch.sigmoid(net(ids, mask).logits).float().cpu().numpy()
+    net.train()
+    return out
+
+
+def _finish(cfg: TrainConfig, prep: Prepared, net: torch.nn.Module, graph_summary: dict, history: list[dict],
+            seconds_per_epoch: float, device: torch.device | None = None) -> TrainResult:
+    device = device or torch.device("cpu")
+    valid_scores = _predict_scores(net, prep, "valid", cfg, device)
+    thresholds = tune_thresholds(prep.y["valid"], valid_scores)
+    metrics: dict = {"labels": len(prep.labels), "tail_labels": int(sum(c < cfg.tail_below for c in prep.train_counts)),
+                     "history": history, "seconds_per_epoch": seconds_per_epoch}
+    for split in ("valid", "test"):
+        if split not in prep.y or len(prep.y[split]) == 0:
+            continue
+        scores = valid_scores if split == "valid" else _predict_scores(net, prep, split, cfg, device)
+        metrics[split] = {
+            "threshold_0.5": _strip(evaluate(prep.y[split], scores, 0.5, prep.train_counts, cfg.tail_below)),
+            "tuned": evaluate(prep.y[split], scores, thresholds, prep.train_counts, cfg.tail_below),
+        }
+    art = _to_artifact(cfg, prep, net, thresholds, graph_summary, metrics)
+    return TrainResult(artifact=art, metrics=metrics, history=history, seconds_per_epoch=seconds_per_epoch)
+
+
+def _strip(result: dict) -> dict:
+    result.pop("per_label_f1", None)
+    return result
+
+
+def train(splits: dict[str, Sequence[LabelledText]], cfg: TrainConfig, out: str | Path | None = None,
+          prepared: Prepared | None = None) -> TrainResult:
+    prep = prepared or prepare(splits, cfg)
+    result = fit(prep, cfg)
+    if out is not None:
+        result.version = artifact_io.save(result.artifact, out)
+        result.path = Path(out)
+    return result
