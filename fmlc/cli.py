@@ -47,7 +47,6 @@ def train(
 ) -> None:
     """Train one model and write its artifact (config, vocabulary, graph, thresholds, safetensors)."""
     from training.data import load_path, split_records
-
     from training.report import print_split_metrics
     from training.trainer import TrainConfig
     from training.trainer import train as run_training
@@ -82,11 +81,10 @@ def evaluate(
     skip_bad: Annotated[bool, typer.Option()] = False,
 ) -> None:
     """Score a labelled file with a saved model: metrics at 0.5 and at the model's tuned thresholds."""
-    from training.data import load_path
-
     from fmlc import Predictor
     from fmlc.metrics import evaluate as run_eval
     from fmlc.metrics import to_matrix
+    from training.data import load_path
     from training.report import print_split_metrics
 
     predictor = Predictor.load(model)
@@ -137,6 +135,7 @@ def experiment(
     parent_labels: Annotated[str | None, typer.Option(help="separator; 'a-b' also gets label 'a'")] = None,
     use_given_split: Annotated[bool, typer.Option()] = False,
     peer: Annotated[bool, typer.Option(help="also run LibMultiLabel (bench/setup_libmultilabel.sh)")] = False,
+    peer_epochs: Annotated[int | None, typer.Option(help="epoch cap for LibMultiLabel's networks")] = None,
     quick: Annotated[bool, typer.Option(help="2 epochs, one seed: a smoke test of the whole grid")] = False,
     threads: Annotated[int | None, typer.Option()] = None,
 ) -> None:
@@ -149,12 +148,21 @@ def experiment(
     cfg = ExperimentConfig(data=str(data), out=str(out), methods=[m.strip() for m in methods.split(",") if m.strip()],
                            seeds=1 if quick else seeds, epochs_recurrent=epochs, epochs_convolutional=conv_epochs,
                            quick=quick, max_docs=max_docs, parent_labels=parent_labels,
-                           use_given_split=use_given_split, peer=peer, base=base)
+                           use_given_split=use_given_split, peer=peer, peer_epochs=peer_epochs, base=base)
     results = run(cfg)
     typer.echo(f"report: {out / 'report.md'}")
     gains = results["summary"].get("gains")
     if gains:
         typer.echo(json.dumps(gains, ensure_ascii=False))
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []})
+def worker(ctx: typer.Context) -> None:
+    """Run the streaming worker. Settings come from FMLC_* variables; every non-secret setting is also a
+    flag (`fmlc worker --help` lists them, e.g. --model-path, --batch-size, --create-topics true)."""
+    from worker.__main__ import main as worker_main
+
+    raise typer.Exit(worker_main(list(ctx.args)))
 
 
 if __name__ == "__main__":

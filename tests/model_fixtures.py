@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-TINY = dict(epochs=4, lr=3e-3, batch_size=32, embed_dim=32, hidden=32, attn_dim=32, graph_dim=32, filters=32,
-            max_len=96, w2v_epochs=2, patience=4, progress=False, threads=2)
+TINY = dict(epochs=6, lr=1e-2, batch_size=32, embed_dim=32, hidden=32, attn_dim=32, graph_dim=32, filters=32,
+            max_len=96, w2v_epochs=2, patience=4, progress=False, threads=1)
 
 
 @dataclass(frozen=True)

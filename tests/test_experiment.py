@@ -1,0 +1,39 @@
+"""The experiment grid in --quick form: every method, one seed, a small real subset."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from training.experiment import METHODS, ExperimentConfig, run
+
+DUEE = Path(__file__).resolve().parents[2] / "shared" / "data" / "duee1.0"
+
+
+@pytest.mark.skipif(not DUEE.exists(), reason="shared/data/duee1.0 is not beside the repo")
+def test_quick_grid_writes_table_gains_and_plots(tmp_path: Path) -> None:
+    small = {"embed_dim": 24, "hidden": 24, "attn_dim": 24, "graph_dim": 24, "filters": 24, "lr": 3e-3,
+             "w2v_epochs": 1, "progress": False, "threads": 2}
+    cfg = ExperimentConfig(data=str(DUEE), out=str(tmp_path), seeds=1, quick=True, max_docs=700,
+                           parent_labels="-", base=small)
+    results = run(cfg)
+    assert set(results["summary"]["methods"]) == set(METHODS)
+    assert results["data"]["labels"] > 60  # 65 children (most of them) + parents
+    on_disk = json.loads((tmp_path / "results.json").read_text())
+    gains = on_disk["summary"]["gains"]
+    assert set(gains) == {"macro_f1", "tail_macro_f1"}
+    best = max(("linear", "caml", "zacnn", "bigru-lwan"),
+               key=lambda m: on_disk["summary"]["methods"][m]["macro_f1"]["mean"])
+    expected = (on_disk["summary"]["methods"]["fmlc-asl"]["macro_f1"]["mean"]
+                - on_disk["summary"]["methods"][best]["macro_f1"]["mean"])
+    assert gains["macro_f1"]["points"] == pytest.approx(expected)
+    report = (tmp_path / "report.md").read_text()
+    assert "| fmlc-asl |" in report and "**" in report
+    for png in ("macro_f1.png", "per_label_f1.png"):
+        assert (tmp_path / png).stat().st_size > 5000
+    split = tmp_path / "split"
+    assert {p.name for p in split.iterdir()} >= {"train.jsonl", "valid.jsonl", "test.jsonl", "labels.json",
+                                                 "embeddings.txt"}
+    # Resuming with the same configuration trains nothing again.
+    again = run(cfg)
+    assert again["runs"].keys() == results["runs"].keys()
