@@ -156,6 +156,24 @@ def experiment(
         typer.echo(json.dumps(gains, ensure_ascii=False))
 
 
+@app.command()
+def demo(
+    reuse_model: Annotated[bool, typer.Option(help="reuse runs/demo/model if it exists")] = False,
+    n_train: Annotated[int, typer.Option(help="synthetic complaints to train on")] = 6000,
+    n_stream: Annotated[int, typer.Option(help="complaints to stream through the worker")] = 3000,
+    epochs: Annotated[int, typer.Option()] = 6,
+    workdir: Annotated[Path, typer.Option()] = Path("runs/demo"),
+    serve: Annotated[bool, typer.Option(help="keep the worker up after the summary until Ctrl-C")] = False,
+    rate: Annotated[float, typer.Option(help="messages/s to send; 0 = as fast as possible")] = 0.0,
+) -> None:
+    """The main job on the embedded default: synthesize, train a small FMLC/ASL, start a broker and Redis,
+    stream complaints through the worker with a live view, then print a summary."""
+    from worker.demo import DemoConfig, run_demo
+
+    raise typer.Exit(run_demo(DemoConfig(workdir=workdir, n_train=n_train, n_stream=n_stream, reuse_model=reuse_model,
+                                         epochs=epochs, serve=serve, rate=rate)))
+
+
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []})
 def worker(ctx: typer.Context) -> None:
     """Run the streaming worker. Settings come from FMLC_* variables; every non-secret setting is also a
