@@ -109,3 +109,15 @@ class BiGRUEncoder(nn.Module):
         out, _ = self.gru(packed)
         out, _ = nn.utils.rnn.pad_packed_sequence(out, batch_first=True, total_length=x.shape[1])
         return out
+
+
+class ConvEncoder(nn.Module):
+    """One convolution layer with tanh, same-length output: [B, T, E] → [B, T, F] (CAML, ZACNN)."""
+
+    def __init__(self, in_dim: int, filters: int, kernel_size: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv1d(in_dim, filters, kernel_size, padding=kernel_size // 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # An even kernel pads one position too many; cut back to T.
+        return torch.tanh(self.conv(x.transpose(1, 2)))[:, :, : x.shape[1]].transpose(1, 2)

@@ -10,14 +10,14 @@ import torch
 from torch import nn
 
 from fmlc.models.config import ModelConfig, ModelOutput
-from fmlc.models.layers import Embedding, LabelAttention
+from fmlc.models.layers import ConvEncoder, Embedding, LabelAttention
 
 
 class ZACNN(nn.Module):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         self.embed = Embedding(cfg.vocab_size, cfg.embed_dim, cfg.embed_dropout, cfg.freeze_embeddings)
-        self.conv = nn.Conv1d(cfg.embed_dim, cfg.filters, cfg.kernel_size, padding=cfg.kernel_size // 2)
+        self.encoder = ConvEncoder(cfg.embed_dim, cfg.filters, cfg.kernel_size)
         self.attention = LabelAttention(cfg.filters, cfg.n_labels, cfg.attn_dim, cfg.attn_dropout)
         # Mean word vector of each label name [L, E]; filled by the trainer, saved with the weights.
         self.register_buffer("label_vectors", torch.zeros(cfg.n_labels, cfg.embed_dim))
@@ -29,8 +29,7 @@ class ZACNN(nn.Module):
         self.label_vectors.copy_(vectors)
 
     def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> ModelOutput:
-        x = self.embed(ids).transpose(1, 2)  # [B, E, T]
-        h = torch.tanh(self.conv(x))[:, :, : ids.shape[1]].transpose(1, 2)  # [B, T, F]
+        h = self.encoder(self.embed(ids))  # [B, T, F]
         queries = self.to_query(self.label_vectors)  # [L, A]
         v, attn = self.attention(h, mask, queries=queries)  # [B, L, F]
         out_vectors = torch.relu(self.to_output(self.label_vectors))  # [L, F]
