@@ -1,0 +1,312 @@
+"""Worker parts on their own: message validation, dead-letter headers, batching, alert rules,
+settings, offset bookkeeping, the Redis cache against a real redis-server (and its outage), and
+the out-of-memory split. No broker needed; these run in a few seconds."""
+
+from __future__ import annotations
+
+import json
+import queue
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from kafka import TopicPartition
+
+from worker.alerts import AlertRule, AlertRules
+from worker.batching import MicroBatcher
+from worker.messages import (
+    DeadLetterReason,
+    InvalidMessage,
+    LabelOut,
+    dead_letter,
+    parse_complaint,
+)
+from worker.metrics import WorkerMetrics
+from worker.offsets import OffsetTracker
+from worker.settings import WorkerSettings, env_for, load_settings
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# (raw bytes, expected dead-letter reason) — the malformed inputs the integration test also sends.
+MALFORMED: list[tuple[bytes | None, DeadLetterReason]] = [
+    (b"", DeadLetterReason.EMPTY_MESSAGE),
+    (b"\xff\xfe\x00bad", DeadLetterReason.NOT_UTF8),
+    ('{"id": "a", "text": "半截'.encode(), DeadLetterReason.NOT_JSON),
+    (b"just words", DeadLetterReason.NOT_JSON),
+    (b'["id", "text"]', DeadLetterReason.INVALID_SCHEMA),
+    (b'{"text": "\xe6\xb2\xa1\xe6\x9c\x89 id"}', DeadLetterReason.INVALID_SCHEMA),
+    (b'{"id": "m1"}', DeadLetterReason.INVALID_SCHEMA),
+    (b'{"id": "m2", "text": 12345}', DeadLetterReason.INVALID_SCHEMA),
+    (b'{"id": true, "text": "id is a bool"}', DeadLetterReason.INVALID_SCHEMA),
+    (b'{"id": "m3", "text": "ok", "created_at": "not a date"}', DeadLetterReason.INVALID_SCHEMA),
+    (b'{"id": "m4", "text": ""}', DeadLetterReason.EMPTY_TEXT),
+    (b'{"id": "m5", "text": " \\t\\n\\u3000 "}', DeadLetterReason.EMPTY_TEXT),
+    (json.dumps({"id": "m6", "text": "长" * 101}).encode(), DeadLetterReason.TEXT_TOO_LONG),
+    (b'{"schema_version": 2, "id": "m7", "text": "future"}', DeadLetterReason.UNSUPPORTED_VERSION),
+]
+
+
+@pytest.mark.parametrize(("raw", "reason"), MALFORMED, ids=[r.value + str(i) for i, (_, r) in enumerate(MALFORMED)])
+def test_malformed_input_gets_its_reason(raw: bytes, reason: DeadLetterReason) -> None:
+    with pytest.raises(InvalidMessage) as info:
+        parse_complaint(raw, max_text_chars=100)
+    assert info.value.reason is reason
+
+
+def test_valid_input_parses_with_optional_fields() -> None:
+    c = parse_complaint(json.dumps({"id": 42, "text": "平台暴力催收", "source": "app", "created_at":
+                                    "2024-05-01T08:00:00+08:00", "meta": {"channel": "12378"},
+                                    "extra": "ignored"}, ensure_ascii=False).encode(), 100)
+    assert (c.id, c.text, c.source, c.meta) == ("42", "平台暴力催收", "app", {"channel": "12378"})
+    assert c.created_at is not None and c.created_at.utcoffset() is not None
+
+
+def test_dead_letter_keeps_bytes_and_headers_and_cuts_only_oversized() -> None:
+    dl = dead_letter(topic="in", partition=2, offset=77, timestamp=1700000000000, key=b"k", value=b"\xff" * 10,
+                     headers=[("trace", b"abc"), ("fmlc.dlq.reason", b"old")], reason=DeadLetterReason.NOT_UTF8,
+                     error="bad byte", max_bytes=1024)
+    h = dict(dl.headers)
+    assert dl.key == b"k" and dl.value == b"\xff" * 10
+    assert h["trace"] == b"abc" and h["fmlc.dlq.reason"] == b"not_utf8"
+    assert (h["fmlc.dlq.source.topic"], h["fmlc.dlq.source.partition"], h["fmlc.dlq.source.offset"]) == (
+        b"in", b"2", b"77")
+    assert [k for k, _ in dl.headers].count("fmlc.dlq.reason") == 1
+    big = dead_letter(topic="in", partition=0, offset=1, timestamp=None, key=None, value=b"x" * 5000, headers=None,
+                      reason=DeadLetterReason.TEXT_TOO_LONG, error="e" * 5000, max_bytes=2048)
+    assert len(big.value or b"") == 2048 and dict(big.headers)["fmlc.dlq.truncated"] == b"5000"
+    assert len(dict(big.headers)["fmlc.dlq.error"]) <= 1000
+
+
+def test_micro_batches_close_on_size_or_wait() -> None:
+    q: queue.Queue[tuple[int, float]] = queue.Queue()
+    batcher = MicroBatcher(q, batch_size=4, max_wait_s=0.15, arrival=lambda item: item[1])
+    for i in range(6):
+        q.put((i, time.monotonic()))
+    full = batcher.next_batch()
+    assert full is not None and [i for i, _ in full.items] == [0, 1, 2, 3] and full.full
+    t0 = time.monotonic()
+    partial = batcher.next_batch()
+    assert partial is not None and [i for i, _ in partial.items] == [4, 5] and not partial.full
+    assert 0.1 <= time.monotonic() - t0 < 0.5, "a partial batch waits max_wait from its first arrival"
+    assert batcher.next_batch(idle_timeout_s=0.05) is None
+    # An item that already waited longer than max_wait goes out at once, with what is there.
+    q.put((9, time.monotonic() - 1.0))
+    t0 = time.monotonic()
+    late = batcher.next_batch()
+    assert late is not None and len(late.items) == 1 and time.monotonic() - t0 < 0.05
+    # hurry (draining) also skips the wait
+    q.put((10, time.monotonic()))
+    t0 = time.monotonic()
+    assert batcher.next_batch(hurry=lambda: True) is not None and time.monotonic() - t0 < 0.05
+
+
+def _lab(name: str, score: float) -> LabelOut:
+    return LabelOut(label=name, score=score, evidence=[])
+
+
+def test_alert_rules_single_any_all_and_min_score(tmp_path: Path) -> None:
+    path = tmp_path / "rules.yaml"
+    path.write_text("""
+rules:
+  - {name: a, label: 暴力催收, min_score: 0.6, topic: t.collect, severity: high}
+  - {name: b, all_of: [利率争议, 砍头息], topic: t.lend, severity: high}
+  - {name: c, any_of: [隐私泄露, 通讯录爆破], topic: t.priv}
+""", encoding="utf-8")
+    rules = AlertRules.load(path)
+    assert rules.topics == ["t.collect", "t.lend", "t.priv"]
+
+    def fired(*labels: LabelOut) -> list[str]:
+        return [f.rule.name for f in rules.evaluate(list(labels))]
+
+    assert fired(_lab("暴力催收", 0.9)) == ["a"]
+    assert fired(_lab("暴力催收", 0.55)) == [], "below the rule's min_score"
+    assert fired(_lab("利率争议", 0.9)) == [], "all_of needs every label"
+    assert fired(_lab("利率争议", 0.9), _lab("砍头息", 0.7)) == ["b"]
+    assert fired(_lab("通讯录爆破", 0.5), _lab("暴力催收", 0.8)) == ["a", "c"]
+    json_path = tmp_path / "rules.json"
+    json_path.write_text(json.dumps({"rules": [{"name": "x", "label": "平台跑路", "topic": "t.p",
+                                                "severity": "critical"}]}, ensure_ascii=False), encoding="utf-8")
+    assert AlertRules.load(json_path).rules[0].severity == "critical"
+
+
+def test_alert_rules_reject_bad_files(tmp_path: Path) -> None:
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError):
+        AlertRule(name="x", topic="t")  # no condition
+    with pytest.raises(ValidationError):
+        AlertRule(name="x", label="a", all_of=("b",), topic="t")
+    bad = tmp_path / "dupe.yaml"
+    bad.write_text("rules:\n  - {name: x, label: a, topic: t}\n  - {name: x, label: b, topic: t}\n")
+    with pytest.raises(ValidationError):
+        AlertRules.load(bad)
+
+
+def test_shipped_rules_file_loads_and_unknown_labels_only_warn(caplog: pytest.LogCaptureFixture) -> None:
+    from training.synth import LABELS
+
+    rules = AlertRules.load(ROOT / "deploy" / "alert_rules.yaml")
+    assert {"fmlc.alerts.collection", "fmlc.alerts.platform", "fmlc.alerts.lending",
+            "fmlc.alerts.privacy"} <= set(rules.topics)
+    by_name = {r.name: r for r in rules.rules}
+    assert any(r.label == "暴力催收" and r.topic == "fmlc.alerts.collection" and r.severity == "high"
+               for r in by_name.values())
+    assert any(r.label == "平台跑路" and r.severity == "critical" for r in by_name.values())
+    assert any(set(r.all_of) == {"利率争议", "砍头息"} and r.topic == "fmlc.alerts.lending" for r in by_name.values())
+    assert rules.check_labels(LABELS) == [], "the default rules name labels of the synthetic taxonomy"
+    with caplog.at_level("WARNING"):
+        problems = rules.check_labels(["暴力催收"])  # a model that knows only one label
+    assert problems and "can never fire" in caplog.text
+    assert [f.rule.topic for f in rules.evaluate([_lab("暴力催收", 0.99)])] == ["fmlc.alerts.collection"]
+
+
+def test_settings_from_env_flags_and_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert WorkerSettings().create_topics is False, "topics are never created silently by default"
+    assert WorkerSettings().dlq_topic == "fmlc.dead-letter"
+    monkeypatch.setenv("FMLC_BATCH_SIZE", "12")
+    monkeypatch.setenv("FMLC_CREATE_TOPICS", "true")
+    monkeypatch.setenv("FMLC_REDIS_URL", "")
+    monkeypatch.setenv("FMLC_SASL_PASSWORD", "s3cret")
+    s = load_settings(max_wait_ms="7", delivery="exactly_once", batch_size=None)
+    assert (s.batch_size, s.max_wait_ms, s.create_topics, s.redis_url, s.delivery) == (12, 7, True, None,
+                                                                                       "exactly_once")
+    assert s.sasl_password is not None and s.sasl_password.get_secret_value() == "s3cret"
+    assert "s3cret" not in json.dumps(s.redacted()) and "s3cret" not in repr(s)
+    assert "FMLC_SASL_PASSWORD" not in env_for(s)
+    with pytest.raises(ValueError, match="environment"):
+        load_settings(sasl_password="on-the-command-line")
+    with pytest.raises(ValueError):
+        WorkerSettings(security_protocol="SASL_SSL")  # SASL without credentials
+
+
+def test_offset_tracker_commits_only_contiguous_acknowledged_offsets() -> None:
+    tp = TopicPartition("t", 0)
+    tr = OffsetTracker()
+    for off in (5, 6, 7, 9):  # 8 is a transaction marker: never delivered, never owed
+        tr.add(tp, off)
+    assert tr.committable() == {tp: 5} and tr.in_flight == 4
+    tr.complete(tp, [6, 7])
+    assert tr.committable() == {tp: 5}, "6 and 7 wait for 5"
+    tr.complete(tp, [5])
+    assert tr.committable() == {tp: 8} and tr.in_flight == 1
+    tr.mark_committed({tp: 8})
+    assert tr.committable() == {}
+    tr.complete(tp, [9])
+    assert tr.committable() == {tp: 10}
+    tr.add(tp, 10)
+    tr.add(tp, 11)
+    assert tr.drop([tp]) == {tp: 10} and tr.in_flight == 0
+    tr.complete(tp, [10, 11])  # a late acknowledgement of dropped records changes nothing
+    assert tr.position(tp) == 10
+    assert tr.drop([tp], forget=True) == {tp: 10} and tr.partitions() == []
+
+
+def test_cache_round_trip_normalised_key_and_outage_backoff() -> None:
+    from worker.cache import LabelCache
+    from worker.local_services import start_redis
+
+    server = start_redis()
+    metrics = WorkerMetrics()
+    try:
+        cache = LabelCache(server.url, ttl_s=60, metrics=metrics, prefix="unit", socket_timeout_s=0.05, retry_s=0.3)
+        labels = [LabelOut(label="暴力催收", score=0.9, evidence=["催收"])]
+        assert cache.get_many(["平台暴力催收"], "v1") == [None]
+        cache.put_many([("平台暴力催收", labels)], "v1")
+        # full-width letters / case / spacing variants share the entry; another model version does not
+        assert cache.get_many(["  平台暴力催收 ", "平台暴力催收"], "v1") == [labels, labels]
+        assert cache.get_many(["平台暴力催收"], "v2") == [None]
+        assert cache.key("ＡＢＣ 借款", "v1") == cache.key("abc   借款", "v1")
+        assert metrics.value("fmlc_cache_requests_total", {"result": "hit"}) == 2
+        assert metrics.value("fmlc_cache_requests_total", {"result": "miss"}) == 2
+
+        server.process.send_signal(19)  # SIGSTOP: Redis hangs instead of refusing — the worse case
+        t0 = time.monotonic()
+        assert cache.get_many(["平台暴力催收"], "v1") == [None]
+        assert cache.get_many(["平台暴力催收"], "v1") == [None]  # in back-off: no network call at all
+        cache.put_many([("x", labels)], "v1")
+        assert time.monotonic() - t0 < 0.5, "an outage costs one short timeout, then nothing"
+        assert metrics.value("fmlc_cache_errors_total") == 1
+        assert metrics.value("fmlc_cache_requests_total", {"result": "error"}) == 2
+        server.process.send_signal(18)  # SIGCONT
+        time.sleep(0.35)
+        assert cache.get_many(["平台暴力催收"], "v1") == [labels], "the cache comes back after the back-off"
+    finally:
+        server.stop()
+
+
+class _OomPredictor:
+    """Stands in for fmlc.Predictor on CUDA: batches above `limit` run out of memory."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.calls: list[int] = []
+
+    def predict_tokens(self, tokens: list[list[str]], batch_size: int | None = None) -> list:
+        from fmlc import LabelScore, OutOfMemoryError, Prediction
+
+        self.calls.append(len(tokens))
+        if len(tokens) > self.limit:
+            raise OutOfMemoryError(f"{len(tokens)} > {self.limit}")
+        return [Prediction([LabelScore("暴力催收", 0.9, [t[0]])]) for t in tokens]
+
+
+def test_out_of_memory_splits_the_batch_and_counts() -> None:
+    from worker.model import ServedModel
+    from worker.pipeline import Pipeline
+
+    metrics = WorkerMetrics()
+    pipe = Pipeline.__new__(Pipeline)  # only _predict is exercised: no Kafka objects needed
+    pipe.s = WorkerSettings(batch_size=8)
+    pipe.metrics = metrics
+    fake = _OomPredictor(limit=2)
+    model = ServedModel(predictor=fake, version="v", device="cuda:0", labels=("暴力催收",))  # type: ignore[arg-type]
+    results = pipe._predict(model, [[f"w{i}"] for i in range(7)])
+    assert [r.labels[0].evidence for r in results] == [[f"w{i}"] for i in range(7)], "order is kept"
+    assert metrics.value("fmlc_oom_total") == 3  # 7 → 3+4, 3 → 1+2, 4 → 2+2
+    assert sum(n for n in fake.calls if n <= 2) == 7, "every text predicted once, in batches that fit"
+    one = _OomPredictor(limit=0)
+    single = pipe._predict(ServedModel(one, "v", "cuda:0", ()), [["x"]])  # type: ignore[arg-type]
+    from fmlc import OutOfMemoryError
+
+    assert isinstance(single[0], OutOfMemoryError), "a single text that does not fit is reported, not retried"
+
+
+def test_local_services_start_and_stop() -> None:
+    from worker.local_services import redis_answers, redis_url_or_start
+
+    own = redis_url_or_start("redis://127.0.0.1:1/0")  # nothing listens on port 1
+    try:
+        assert own.owned and redis_answers(own.url)
+        reused = redis_url_or_start(own.url)
+        assert not reused.owned and reused.url == own.url
+        reused.stop()
+        assert redis_answers(own.url), "stop() leaves a Redis it did not start alone"
+    finally:
+        own.stop()
+    assert not redis_answers(own.url)
+
+
+def test_health_endpoints_answer(tmp_path: Path) -> None:
+    import urllib.error
+    import urllib.request
+
+    from worker.health import HealthServer
+
+    metrics = WorkerMetrics()
+    metrics.messages.labels(outcome="ok").inc(3)
+    ready = threading.Event()
+    server = HealthServer("127.0.0.1", 0, metrics.registry, live=lambda: (True, {}),
+                          ready=lambda: (ready.is_set(), {"why": "test"})).start()
+    try:
+        base = f"http://127.0.0.1:{server.port}"
+        body = urllib.request.urlopen(base + "/metrics", timeout=5).read().decode()
+        assert 'fmlc_messages_total{outcome="ok"} 3.0' in body
+        assert urllib.request.urlopen(base + "/healthz", timeout=5).status == 200
+        with pytest.raises(urllib.error.HTTPError) as err:
+            urllib.request.urlopen(base + "/readyz", timeout=5)
+        assert err.value.code == 503
+        ready.set()
+        assert json.loads(urllib.request.urlopen(base + "/readyz", timeout=5).read())["ok"] is True
+    finally:
+        server.stop()

@@ -1,0 +1,499 @@
+"""The worker application: builds the parts, runs the consume loop, commits, drains, stops.
+
+The consume loop is the only thread that polls, pauses, seeks and commits (KafkaConsumer is not
+thread-safe). It hands records to the pipeline (worker.pipeline), keeps at most `max_in_flight`
+unacknowledged records — pausing its partitions beyond that while it goes on polling, so the group
+never sees it as dead — and commits the acknowledged prefix of each partition.
+
+Rebalances (kafka-python calls the listener on its IO thread, during poll): in-flight work of the
+revoked partitions is invalidated, the delivery stage gets a moment to finish the batch it is
+already sending, what is acknowledged is committed, and the rest is dropped — it will be consumed
+again by whoever owns the partition next.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import queue
+import signal
+import threading
+import time
+from collections import defaultdict
+from typing import Any
+
+from kafka import TopicPartition
+from kafka.consumer.subscription_state import AsyncConsumerRebalanceListener
+from kafka.errors import KafkaError
+from kafka.structs import OffsetAndMetadata
+
+from worker.alerts import AlertRules
+from worker.cache import LabelCache
+from worker.health import HealthServer
+from worker.kafka import ensure_topics, make_consumer, make_producer
+from worker.metrics import WorkerMetrics
+from worker.model import ModelWatcher, ServedModel, load_model
+from worker.offsets import Epochs, OffsetTracker
+from worker.pipeline import Completion, Job, Pipeline, Rewind
+from worker.settings import WorkerSettings
+
+log = logging.getLogger(__name__)
+
+POLL_MS = 50  # also the worst-case delay between an acknowledgement and its commit
+LAG_INTERVAL_S = 1.0
+LIVENESS_S = 30.0
+
+
+class _Rebalance(AsyncConsumerRebalanceListener):
+    """Async so that kafka-python awaits it on its IO thread; blocking consumer calls are not
+    allowed there, so the commit is awaited as a future instead."""
+
+    def __init__(self, app: WorkerApp) -> None:
+        self.app = app
+
+    async def on_partitions_revoked(self, revoked: Any) -> None:
+        offsets = self.app._on_revoked(set(revoked))
+        if offsets:
+            try:
+                await self.app.consumer.commit_async(
+                    {tp: OffsetAndMetadata(off, "", -1) for tp, off in offsets.items()})
+                log.info("committed %s before giving up partitions", _fmt(offsets))
+            except KafkaError as exc:
+                log.warning("commit before rebalance failed (%s); records since the last commit will be "
+                            "processed again by the next owner", exc)
+
+    async def on_partitions_assigned(self, assigned: Any) -> None:
+        self.app._on_assigned(set(assigned))
+
+    async def on_partitions_lost(self, lost: Any) -> None:
+        self.app._on_lost(set(lost))
+
+
+class WorkerApp:
+    def __init__(self, settings: WorkerSettings, metrics: WorkerMetrics | None = None,
+                 model: ServedModel | None = None) -> None:
+        self.s = settings
+        self.metrics = metrics or WorkerMetrics()
+        self.tracker = OffsetTracker()
+        self.epochs = Epochs()
+        self._preloaded = model
+        self._stop = threading.Event()
+        self._fatal: BaseException | None = None
+        self._assigned: set[TopicPartition] = set()
+        self._rewind_on_assign: dict[TopicPartition, int] = {}
+        self._paused = False
+        self._draining = False
+        self._group_md: Any = None
+        self._loop_beat = time.monotonic()
+        self._lag_at = 0.0
+        self._poll_failing_since: float | None = None
+        self._lag_series: set[tuple[str, str]] = set()
+        self.consumer: Any = None
+        self.producer: Any = None
+        self.cache: LabelCache | None = None
+        self.health: HealthServer | None = None
+        self.pipeline: Pipeline | None = None
+        self.models: ModelWatcher | None = None
+        self.alerts = AlertRules()
+
+    # --- public -------------------------------------------------------------------------------------
+    def start(self) -> WorkerApp:
+        s = self.s
+        served = self._preloaded or load_model(s.model_path, s.device, s.cpu_threads)
+        self.metrics.set_model(served.version, served.device)
+        log.info("model %s on %s, %d labels", served.version, served.device, len(served.labels))
+        self.alerts = AlertRules.load(s.alert_rules)
+        self.alerts.check_labels(served.labels)
+        created = ensure_topics(s, self.alerts.topics)
+        if created:
+            log.info("created topics %s", created)
+        if s.redis_url:
+            self.cache = LabelCache(s.redis_url, s.cache_ttl_s, self.metrics, prefix=s.cache_prefix,
+                                    socket_timeout_s=s.cache_socket_timeout_s, retry_s=s.cache_retry_s)
+            if not self.cache.ping():
+                log.warning("redis at %s does not answer; running without cache until it does", s.redis_url)
+        self.producer = make_producer(s)
+        self.models = ModelWatcher(s.model_path, s.device, s.cpu_threads, s.model_poll_interval_s, served,
+                                   on_swap=self._model_swapped, on_result=self._reload_result)
+        self.pipeline = Pipeline(s, self.metrics, self.models, self.cache, self.alerts, self.producer,
+                                 self.epochs, group_metadata=lambda: self._group_md, on_fatal=self.fail)
+        self.consumer = make_consumer(s)
+        self.consumer.subscribe([s.input_topic], listener=_Rebalance(self))
+        self.health = HealthServer(s.metrics_host, s.metrics_port, self.metrics.registry, self._live,
+                                   self._ready).start()
+        self.pipeline.start()
+        self.models.start()
+        log.info("worker started: %s -> %s (dlq %s, alerts %s), group %s, %s, metrics on :%d",
+                 s.input_topic, s.output_topic, s.dlq_topic, self.alerts.topics or "none", s.group_id,
+                 s.delivery, self.health.port)
+        return self
+
+    def run(self) -> int:
+        """The consume loop; returns when stopped (0) or after a fatal error (1)."""
+        try:
+            while not self._stop.is_set():
+                self._loop_beat = time.monotonic()
+                self._handle_done()
+                self._commit()
+                self._backpressure()
+                try:
+                    self._poll()
+                    self._poll_failing_since = None
+                except KafkaError as exc:
+                    self._poll_failed(exc)
+                self._export_lag()
+            self._drain()
+        finally:
+            self._close()
+        if self._fatal is not None:
+            log.error("worker stopped on a fatal error: %r", self._fatal)
+            return 1
+        return 0
+
+    def request_stop(self) -> None:
+        """Safe from a signal handler."""
+        self._stop.set()
+
+    def request_reload(self) -> None:
+        if self.models is not None:
+            self.models.request_reload()
+
+    def fail(self, exc: BaseException) -> None:
+        if self._fatal is None:
+            self._fatal = exc
+        self._stop.set()
+
+    @property
+    def metrics_port(self) -> int:
+        return self.health.port if self.health else 0
+
+    @property
+    def model(self) -> ServedModel | None:
+        return self.models.current if self.models else self._preloaded
+
+    @property
+    def assigned(self) -> set[TopicPartition]:
+        return set(self._assigned)
+
+    @property
+    def ready(self) -> bool:
+        return self._ready()[0]
+
+    # --- the consume loop ---------------------------------------------------------------------------
+    def _poll(self) -> None:
+        room = self.s.max_in_flight - self.tracker.in_flight
+        records = self.consumer.poll(timeout_ms=POLL_MS, max_records=max(1, min(self.s.max_poll_records, room)))
+        if not records:
+            return
+        now = time.monotonic()
+        n = 0
+        assert self.pipeline is not None
+        # Under the epochs lock: the rebalance listener (IO thread) must not bump and drop between
+        # our reading an epoch and registering the record with the tracker.
+        stray: dict[TopicPartition, int] = {}
+        with self.epochs.lock:
+            for tp, batch in records.items():
+                if tp not in self._assigned:
+                    stray[tp] = batch[0].offset  # revoked while this fetch was in flight
+                    continue
+                epoch = self.epochs.current(tp)
+                for r in batch:
+                    self.tracker.add(tp, r.offset)
+                    self.pipeline.jobs.put(Job(
+                        tp=tp, offset=r.offset, epoch=epoch, arrived=now,
+                        timestamp_ms=r.timestamp if r.timestamp and r.timestamp > 0 else None,
+                        key=r.key, value=r.value, headers=list(r.headers or [])))
+                    n += 1
+        for tp, offset in stray.items():
+            # Should kafka-python still hold the partition, its position must not stay past records
+            # nobody processed; if it does not, there is nothing to seek and nothing is lost.
+            with contextlib.suppress(ValueError, KafkaError):
+                self.consumer.seek(tp, offset)
+        self.metrics.consumed.inc(n)
+        self.metrics.queue_depth.set(self.tracker.in_flight)
+
+    def _poll_failed(self, exc: KafkaError) -> None:
+        # kafka-python retries what is retriable inside poll(); what reaches us is a listener error or
+        # a broker/authorisation problem. Transient ones pass; one that lasts is fatal, so that the
+        # orchestrator restarts the worker (and the liveness probe says so) instead of it idling.
+        now = time.monotonic()
+        if self._poll_failing_since is None:
+            self._poll_failing_since = now
+        failing_s = now - self._poll_failing_since
+        log.warning("poll failed (%s: %s), failing for %.0f s", type(exc).__name__, exc, failing_s)
+        if failing_s > max(60.0, self.s.max_poll_interval_ms / 1000):
+            self.fail(exc)
+        time.sleep(0.5)
+
+    def _handle_done(self) -> None:
+        assert self.pipeline is not None
+        while True:
+            with self.epochs.lock:
+                item = self._apply_one_done()
+            if item is None:
+                break
+            if isinstance(item, Rewind):
+                self._rewind(item.partitions)
+        self.metrics.queue_depth.set(self.tracker.in_flight)
+
+    def _apply_one_done(self) -> Completion | Rewind | None:
+        """Take one pipeline result and apply it; the caller holds the epochs lock."""
+        assert self.pipeline is not None
+        try:
+            item = self.pipeline.done.get_nowait()
+        except queue.Empty:
+            return None
+        if isinstance(item, Completion):
+            by_tp: dict[TopicPartition, list[int]] = defaultdict(list)
+            for tp, off, _epoch in item.offsets:
+                by_tp[tp].append(off)
+            for tp, offs in by_tp.items():
+                self.tracker.complete(tp, offs)
+                if self.s.exactly_once:
+                    # The transaction committed these offsets together with the outputs.
+                    pos = self.tracker.position(tp)
+                    if pos is not None:
+                        self.tracker.mark_committed({tp: pos})
+        return item
+
+    def _rewind(self, tps: frozenset[TopicPartition]) -> None:
+        with self.epochs.lock:
+            self.epochs.bump(tps)  # records polled since the failure are stale too
+            positions = self.tracker.drop(tps)
+        for tp, off in positions.items():
+            if tp in self._assigned:
+                try:
+                    self.consumer.seek(tp, off)
+                except (ValueError, KafkaError) as exc:
+                    log.warning("cannot rewind %s to %d: %s", tp, off, exc)
+        log.info("rewound %s", _fmt(positions))
+
+    def _commit(self) -> None:
+        if self.s.exactly_once:
+            return
+        offsets = self.tracker.committable(self._assigned)
+        if not offsets:
+            return
+        try:
+            self.consumer.commit({tp: OffsetAndMetadata(off, "", -1) for tp, off in offsets.items()})
+        except KafkaError as exc:
+            # Usually a rebalance in progress; the revoke listener commits again, or the next owner
+            # re-processes from the last commit (duplicates, never losses).
+            log.warning("offset commit failed: %s", exc)
+            return
+        self.tracker.mark_committed(offsets)
+
+    def _backpressure(self) -> None:
+        in_flight = self.tracker.in_flight
+        if not self._paused and in_flight >= self.s.max_in_flight:
+            self._set_paused(True)
+        elif self._paused and not self._draining and in_flight <= self.s.max_in_flight // 2:
+            self._set_paused(False)
+
+    def _set_paused(self, paused: bool) -> None:
+        parts = list(self.consumer.assignment())
+        if paused:
+            self.consumer.pause(*parts)
+        else:
+            self.consumer.resume(*parts)
+        self._paused = paused
+        self.metrics.paused.set(1 if paused else 0)
+        log.debug("%s %d partitions (in flight %d)", "paused" if paused else "resumed", len(parts),
+                  self.tracker.in_flight)
+
+    def _export_lag(self) -> None:
+        """Lag = records on the broker not yet fetched + records fetched and not yet acknowledged.
+        (Not high watermark - committed: behind a transactional producer the last offset is a
+        commit marker that is never delivered, and that lag would never reach zero.)"""
+        now = time.monotonic()
+        if now - self._lag_at < LAG_INTERVAL_S:
+            return
+        self._lag_at = now
+        seen: set[tuple[str, str]] = set()
+        for tp in list(self._assigned):
+            high = self.consumer.highwater(tp)
+            if high is None:
+                continue  # no fetch response yet for this partition
+            try:
+                position = self.consumer.position(tp, timeout_ms=200)
+            except (KafkaError, ValueError):
+                continue
+            if position is None:
+                continue
+            key = (tp.topic, str(tp.partition))
+            self.metrics.consumer_lag.labels(*key).set(max(0, high - position) + self.tracker.pending(tp))
+            seen.add(key)
+        for key in self._lag_series - seen:
+            with contextlib.suppress(KeyError):
+                self.metrics.consumer_lag.remove(*key)
+        self._lag_series = seen
+
+    # --- rebalance callbacks (kafka IO thread) --------------------------------------------------
+    def _on_revoked(self, revoked: set[TopicPartition]) -> dict[TopicPartition, int]:
+        if not revoked:
+            return {}
+        assert self.pipeline is not None
+        wait = min(5.0, self.s.session_timeout_ms / 3000)
+        with self.epochs.lock:
+            self.epochs.bump(revoked)
+            if not self.pipeline.wait_deliver_idle(wait):
+                log.warning("a batch was still being delivered after %.1f s of rebalance", wait)
+            rewinds: set[TopicPartition] = set()
+            while (item := self._apply_one_done()) is not None:
+                if isinstance(item, Rewind):
+                    rewinds |= item.partitions
+            offsets = {} if self.s.exactly_once else self.tracker.committable(revoked)
+            dropped = self.tracker.in_flight
+            self._rewind_on_assign = self.tracker.drop(revoked, forget=True)
+            dropped -= self.tracker.in_flight
+            self._assigned -= revoked
+            if rewinds - revoked:
+                # Only possible with cooperative assignment: partitions we keep still need their rewind.
+                self.pipeline.done.put(Rewind(frozenset(rewinds - revoked)))
+        self.metrics.assigned_partitions.set(len(self._assigned))
+        self.metrics.queue_depth.set(self.tracker.in_flight)
+        log.info("partitions revoked: %s (%d in-flight records dropped)", _fmt_tps(revoked), dropped)
+        return offsets
+
+    def _on_assigned(self, assigned: set[TopicPartition]) -> None:
+        with self.epochs.lock:
+            rewind, self._rewind_on_assign = self._rewind_on_assign, {}
+            self._assigned |= assigned
+        for tp in assigned:
+            if tp in rewind:
+                # kafka-python keeps the fetch position of a partition it keeps across a rebalance;
+                # the dropped in-flight records behind that position must be read again.
+                self.consumer.seek(tp, rewind[tp])
+        self._group_md = self.consumer.group_metadata()
+        if self._paused or self._draining:
+            self.consumer.pause(*assigned)
+        self.metrics.assigned_partitions.set(len(self._assigned))
+        log.info("partitions assigned: %s", _fmt_tps(assigned))
+
+    def _on_lost(self, lost: set[TopicPartition]) -> None:
+        with self.epochs.lock:
+            self.epochs.bump(lost)
+            self.tracker.drop(lost, forget=True)
+            self._assigned -= lost
+        self.metrics.assigned_partitions.set(len(self._assigned))
+        log.warning("partitions lost (membership expired): %s; their in-flight work is dropped",
+                    _fmt_tps(lost))
+
+    # --- model -------------------------------------------------------------------------------------
+    def _model_swapped(self, new: ServedModel) -> None:
+        self.metrics.set_model(new.version, new.device)
+        self.alerts.check_labels(new.labels)
+
+    def _reload_result(self, ok: bool) -> None:
+        self.metrics.model_reloads.labels(result="ok" if ok else "error").inc()
+
+    # --- health --------------------------------------------------------------------------------------
+    def _live(self) -> tuple[bool, dict]:
+        age = time.monotonic() - self._loop_beat
+        ok = self._fatal is None and age < LIVENESS_S
+        return ok, {"loop_age_s": round(age, 3), **({"fatal": repr(self._fatal)} if self._fatal else {})}
+
+    def _ready(self) -> tuple[bool, dict]:
+        model = self.model
+        detail = {"model_version": model.version if model else None, "assigned_partitions": len(self._assigned),
+                  "draining": self._draining}
+        ok = model is not None and bool(self._assigned) and not self._draining and self._fatal is None
+        return ok, detail
+
+    # --- shutdown ----------------------------------------------------------------------------------
+    def _drain(self) -> None:
+        """Stop fetching, let in-flight records finish and commit them, within the shutdown budget."""
+        self._draining = True
+        started = time.monotonic()
+        # The rest of the budget is for leaving the group and closing the producer.
+        deadline = started + self.s.shutdown_timeout_s * 0.75
+        if self.pipeline is not None:
+            self.pipeline.hurry.set()
+        if self.consumer is None:
+            return
+        try:
+            self._set_paused(True)
+        except KafkaError as exc:
+            log.warning("cannot pause for drain: %s", exc)
+        log.info("draining %d in-flight records", self.tracker.in_flight)
+        while self.tracker.in_flight > 0 and time.monotonic() < deadline and self._fatal is None:
+            self._loop_beat = time.monotonic()
+            self._handle_done()
+            self._commit()
+            # Polling the paused consumer keeps the group membership alive while we wait.
+            self.consumer.poll(timeout_ms=POLL_MS, max_records=1)
+        self._handle_done()
+        self._commit()
+        left = self.tracker.in_flight
+        log.info("drain finished in %.2f s; %d records left uncommitted%s", time.monotonic() - started, left,
+                 " (they will be processed again)" if left else "")
+
+    def _close(self) -> None:
+        budget_end = time.monotonic() + self.s.shutdown_timeout_s * 0.25
+        if self.models is not None:
+            self.models.stop()
+        if self.pipeline is not None:
+            self.pipeline.stop(timeout=1.0)
+        if self.consumer is not None:
+            try:
+                self.consumer.close(autocommit=False, timeout_ms=int(_left(budget_end) * 500) or 100)
+            except Exception as exc:
+                log.warning("consumer close: %s", exc)
+        if self.producer is not None:
+            try:
+                self.producer.close(timeout=_left(budget_end))
+            except Exception as exc:
+                log.warning("producer close: %s", exc)
+        if self.cache is not None:
+            self.cache.close()
+        if self.health is not None:
+            self.health.stop()
+        self.metrics.assigned_partitions.set(0)
+
+
+def _left(deadline: float) -> float:
+    return max(0.1, deadline - time.monotonic())
+
+
+def _fmt(offsets: dict[TopicPartition, int]) -> str:
+    return ", ".join(f"{tp.topic}[{tp.partition}]@{off}" for tp, off in sorted(offsets.items()))
+
+
+def _fmt_tps(tps: set[TopicPartition]) -> str:
+    return ", ".join(f"{tp.topic}[{tp.partition}]" for tp in sorted(tps)) or "none"
+
+
+def run_worker(settings: WorkerSettings) -> int:
+    """Run a worker in this process until SIGTERM/SIGINT; SIGHUP reloads the model. Returns the exit
+    code (0 after a clean drain, 1 after a fatal error). Must be called from the main thread."""
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=settings.log_level.upper(),
+                            format="%(asctime)s %(levelname)s %(name)s %(message)s")
+        logging.getLogger("kafka").setLevel(logging.WARNING)
+    log.info("settings: %s", settings.redacted())
+    app = WorkerApp(settings)
+    stops = 0
+
+    def on_stop(signum: int, _frame: object) -> None:
+        nonlocal stops
+        stops += 1
+        if stops > 1:
+            # A second signal means "now": skip the drain (uncommitted records are re-delivered).
+            os._exit(128 + signum)
+        app.request_stop()
+
+    signal.signal(signal.SIGTERM, on_stop)
+    signal.signal(signal.SIGINT, on_stop)
+    if hasattr(signal, "SIGHUP"):
+        signal.signal(signal.SIGHUP, lambda *_: app.request_reload())
+    try:
+        app.start()
+    except Exception:
+        log.exception("worker failed to start")
+        app._close()
+        return 2
+    return app.run()
+
+
+__all__ = ["WorkerApp", "run_worker"]

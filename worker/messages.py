@@ -1,0 +1,202 @@
+"""Wire formats: the complaint that comes in, the labels that go out, alerts and dead letters.
+
+Everything on the wire is UTF-8 JSON (non-ASCII kept as is, so Chinese stays readable in tools).
+Input is validated strictly: a message the worker cannot classify becomes a dead letter with a
+reason from a small fixed set (the reason is also a metric label, so the set must stay bounded).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from enum import Enum
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError, field_validator
+
+SCHEMA_VERSION = 1
+SUPPORTED_INPUT_VERSIONS = frozenset({1})
+_ERROR_HEADER_CHARS = 1_000
+
+
+class DeadLetterReason(str, Enum):
+    EMPTY_MESSAGE = "empty_message"
+    NOT_UTF8 = "not_utf8"
+    NOT_JSON = "not_json"
+    INVALID_SCHEMA = "invalid_schema"
+    UNSUPPORTED_VERSION = "unsupported_schema_version"
+    EMPTY_TEXT = "empty_text"
+    TEXT_TOO_LONG = "text_too_long"
+    PROCESSING_ERROR = "processing_error"
+
+
+class InvalidMessage(Exception):
+    def __init__(self, reason: DeadLetterReason, detail: str) -> None:
+        super().__init__(f"{reason.value}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+class Complaint(BaseModel):
+    """One complaint as producers send it."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    schema_version: StrictInt = SCHEMA_VERSION
+    id: str = Field(min_length=1, max_length=256)
+    text: StrictStr
+    source: StrictStr | None = Field(None, max_length=256)
+    created_at: datetime | None = None
+    meta: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("id", mode="before")
+    @classmethod
+    def _id_as_text(cls, value: Any) -> Any:
+        # Numeric ids are common in upstream systems; they are kept as their decimal text so the
+        # output key is the same bytes whichever form the producer used. Bools are not ids.
+        if isinstance(value, int) and not isinstance(value, bool):
+            return str(value)
+        if not isinstance(value, str):
+            raise ValueError("id must be a string or an integer")
+        return value
+
+
+def parse_complaint(raw: bytes | None, max_text_chars: int) -> Complaint:
+    """Bytes → Complaint, or InvalidMessage with the dead-letter reason."""
+    if raw is None or len(raw) == 0:
+        raise InvalidMessage(DeadLetterReason.EMPTY_MESSAGE, "message value is empty")
+    try:
+        decoded = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidMessage(DeadLetterReason.NOT_UTF8, str(exc)) from None
+    try:
+        obj = json.loads(decoded)
+    except ValueError as exc:
+        raise InvalidMessage(DeadLetterReason.NOT_JSON, str(exc)) from None
+    if not isinstance(obj, dict):
+        raise InvalidMessage(DeadLetterReason.INVALID_SCHEMA, f"expected a JSON object, got {type(obj).__name__}")
+    version = obj.get("schema_version", SCHEMA_VERSION)
+    if isinstance(version, int) and not isinstance(version, bool) and version not in SUPPORTED_INPUT_VERSIONS:
+        raise InvalidMessage(DeadLetterReason.UNSUPPORTED_VERSION,
+                             f"schema_version {version} (supported: {sorted(SUPPORTED_INPUT_VERSIONS)})")
+    try:
+        complaint = Complaint.model_validate(obj)
+    except ValidationError as exc:
+        raise InvalidMessage(DeadLetterReason.INVALID_SCHEMA, _short_errors(exc)) from None
+    if not complaint.text.strip():
+        raise InvalidMessage(DeadLetterReason.EMPTY_TEXT, "text is empty or whitespace only")
+    if len(complaint.text) > max_text_chars:
+        raise InvalidMessage(DeadLetterReason.TEXT_TOO_LONG,
+                             f"text has {len(complaint.text)} characters, the limit is {max_text_chars}")
+    return complaint
+
+
+def _short_errors(exc: ValidationError) -> str:
+    return "; ".join(f"{'.'.join(str(p) for p in e['loc']) or '<root>'}: {e['msg']}" for e in exc.errors()[:5])
+
+
+class LabelOut(BaseModel):
+    label: str
+    score: float
+    evidence: list[str] = Field(default_factory=list)
+
+
+class Timings(BaseModel):
+    """Milliseconds. Cache, tokenize and inference times are those of the micro-batch the message
+    rode in (they are shared by its messages); queue and total are the message's own."""
+
+    queue_ms: float
+    cache_ms: float = 0.0
+    tokenize_ms: float = 0.0
+    inference_ms: float = 0.0
+    total_ms: float
+
+
+class Classified(BaseModel):
+    """Output topic, keyed by complaint id."""
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    id: str
+    labels: list[LabelOut]
+    model_version: str
+    cached: bool
+    source: str | None = None
+    created_at: datetime | None = None
+    processed_at: datetime
+    timings: Timings
+
+
+Severity = Literal["info", "low", "medium", "high", "critical"]
+
+
+class Alert(BaseModel):
+    """Alert topics, keyed by complaint id: one message per rule that fired."""
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    id: str
+    rule: str
+    severity: Severity
+    labels: list[LabelOut]  # the labels that made the rule fire, with their scores
+    model_version: str
+    source: str | None = None
+    created_at: datetime | None = None
+    fired_at: datetime
+
+
+def to_bytes(model: BaseModel) -> bytes:
+    return model.model_dump_json().encode("utf-8")
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+# --- dead letters ------------------------------------------------------------------------------------
+
+DLQ_REASON = "fmlc.dlq.reason"
+DLQ_ERROR = "fmlc.dlq.error"
+DLQ_TOPIC = "fmlc.dlq.source.topic"
+DLQ_PARTITION = "fmlc.dlq.source.partition"
+DLQ_OFFSET = "fmlc.dlq.source.offset"
+DLQ_TIMESTAMP = "fmlc.dlq.source.timestamp"
+DLQ_TRUNCATED = "fmlc.dlq.truncated"
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """The original key and bytes, untouched, plus headers that say why and where from."""
+
+    key: bytes | None
+    value: bytes | None
+    headers: list[tuple[str, bytes]]
+
+
+def dead_letter(*, topic: str, partition: int, offset: int, timestamp: int | None, key: bytes | None,
+                value: bytes | None, headers: Sequence[tuple[str, bytes | None]] | None,
+                reason: DeadLetterReason, error: str, max_bytes: int) -> DeadLetter:
+    # Original headers come first and are kept, so tracing ids survive into the dead-letter topic;
+    # earlier fmlc.dlq.* headers (a message replayed from the DLQ) are replaced, not duplicated.
+    kept = [(k, v if v is not None else b"") for k, v in (headers or []) if not k.startswith("fmlc.dlq.")]
+    ours = [
+        (DLQ_REASON, reason.value.encode()),
+        (DLQ_ERROR, error[:_ERROR_HEADER_CHARS].encode("utf-8", "replace")),
+        (DLQ_TOPIC, topic.encode()),
+        (DLQ_PARTITION, str(partition).encode()),
+        (DLQ_OFFSET, str(offset).encode()),
+    ]
+    if timestamp is not None:
+        ours.append((DLQ_TIMESTAMP, str(timestamp).encode()))
+    if value is not None and len(value) > max_bytes:
+        # The input fitted the broker's limit, but value + headers may not; a cut copy that says so
+        # beats a dead letter that cannot be written (which would stall the partition).
+        ours.append((DLQ_TRUNCATED, str(len(value)).encode()))
+        value = value[:max_bytes]
+    return DeadLetter(key=key, value=value, headers=kept + ours)
+
+
+__all__ = [
+    "Alert", "Classified", "Complaint", "DeadLetter", "DeadLetterReason", "InvalidMessage", "LabelOut",
+    "SCHEMA_VERSION", "Severity", "Timings", "dead_letter", "parse_complaint", "to_bytes", "utcnow",
+]

@@ -1,0 +1,83 @@
+"""Prometheus metrics with the names fixed in docs/contracts.md.
+
+Each worker owns a CollectorRegistry (not the process-global one) so that two workers in one
+process — as in the tests — count separately, and so a test can read exact values back.
+Label values come from bounded sets only: outcomes, dead-letter reasons, model labels, rule topics
+and severities, assigned partitions. Complaint ids or texts never become label values.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+# The latency target is about one second end to end, so the buckets are dense around it.
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0)
+STAGE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+RATIO_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+
+
+class WorkerMetrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.consumed = Counter("fmlc_messages_consumed_total", "Records polled from the input topic "
+                                "(re-deliveries after a rebalance or restart count again).", registry=r)
+        self.messages = Counter("fmlc_messages_total", "Messages finished and acknowledged, by outcome.",
+                                ["outcome"], registry=r)
+        self.dead_letters = Counter("fmlc_dead_letters_total", "Messages sent to the dead-letter topic.",
+                                    ["reason"], registry=r)
+        self.batch_size = Histogram("fmlc_batch_size", "Messages per micro-batch.", buckets=SIZE_BUCKETS,
+                                    registry=r)
+        self.batch_fill = Histogram("fmlc_batch_fill_ratio", "Micro-batch size / configured batch size.",
+                                    buckets=RATIO_BUCKETS, registry=r)
+        self.batch_wait = Histogram("fmlc_batch_wait_seconds", "Time from a batch's first message to its "
+                                    "dispatch.", buckets=STAGE_BUCKETS, registry=r)
+        self.inference = Histogram("fmlc_inference_seconds", "Model time per micro-batch (tokenisation "
+                                   "excluded).", buckets=STAGE_BUCKETS, registry=r)
+        self.tokenize = Histogram("fmlc_tokenize_seconds", "jieba tokenisation time per micro-batch.",
+                                  buckets=STAGE_BUCKETS, registry=r)
+        self.end_to_end = Histogram("fmlc_end_to_end_seconds", "Kafka message timestamp to output "
+                                    "acknowledged.", buckets=LATENCY_BUCKETS, registry=r)
+        self.queue_depth = Gauge("fmlc_queue_depth", "Messages consumed and not yet acknowledged.", registry=r)
+        self.consumer_lag = Gauge("fmlc_consumer_lag", "High watermark minus committed offset.",
+                                  ["topic", "partition"], registry=r)
+        self.cache_requests = Counter("fmlc_cache_requests_total", "Cache look-ups by result (error: Redis "
+                                      "failed or is in back-off after a failure).", ["result"], registry=r)
+        self.cache_errors = Counter("fmlc_cache_errors_total", "Redis operations that failed.", registry=r)
+        self.alerts = Counter("fmlc_alerts_total", "Alerts published.", ["topic", "severity"], registry=r)
+        self.predicted_labels = Counter("fmlc_predicted_labels_total", "Labels in published outputs.",
+                                        ["label"], registry=r)
+        self.oom = Counter("fmlc_oom_total", "Accelerator out-of-memory errors (the batch was split).",
+                           registry=r)
+        self.last_processed = Gauge("fmlc_last_processed_timestamp_seconds", "Unix time of the last "
+                                    "acknowledged batch.", registry=r)
+        self.model_info = Gauge("fmlc_model_info", "The model being served (value 1).", ["version", "device"],
+                                registry=r)
+        self.assigned_partitions = Gauge("fmlc_assigned_partitions", "Input partitions assigned to this "
+                                         "worker.", registry=r)
+        self.paused = Gauge("fmlc_consumer_paused", "1 while fetching is paused for back-pressure.", registry=r)
+        self.model_reloads = Counter("fmlc_model_reloads_total", "Model reload attempts.", ["result"],
+                                     registry=r)
+        self.delivery_failures = Counter("fmlc_delivery_failures_total", "Batches whose produce or "
+                                         "transaction failed (their partitions were rewound).", registry=r)
+        # Pre-create the bounded series so dashboards and rate() see zeros rather than gaps.
+        for outcome in ("ok", "cached", "dead_letter"):
+            self.messages.labels(outcome=outcome)
+        for result in ("hit", "miss", "error"):
+            self.cache_requests.labels(result=result)
+        for result in ("ok", "error"):
+            self.model_reloads.labels(result=result)
+
+    def set_model(self, version: str, device: str) -> None:
+        # Exactly one series at a time: the old version's series goes when the new one comes.
+        self.model_info.clear()
+        self.model_info.labels(version=version, device=device).set(1)
+
+    def value(self, name: str, labels: dict[str, str] | None = None) -> float:
+        """Current sample value (0 when absent) — for tests and the CLI's status output."""
+        got = self.registry.get_sample_value(name, labels or {})
+        return 0.0 if got is None else got
+
+
+__all__ = ["LATENCY_BUCKETS", "WorkerMetrics"]

@@ -1,0 +1,402 @@
+"""The three processing stages between the consume loop and the commit.
+
+    consume loop ──jobs──▶ prepare ──▶ infer ──▶ deliver ──completions──▶ consume loop (commit)
+                          (batch, parse,  (model,   (alerts, produce, wait
+                           cache, jieba)  OOM split) for acks / transaction, cache store)
+
+Each stage is one thread joined to the next by a queue of one or two micro-batches, so jieba
+tokenises batch n+1 while the model runs batch n and the producer waits for the acks of batch n-1.
+Batches stay in order end to end, which keeps commits (and exactly-once transactions) simple: a
+batch's offsets are committed only when everything before it was.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from kafka import KafkaProducer, TopicPartition
+from kafka.structs import OffsetAndMetadata
+
+from fmlc import OutOfMemoryError, Prediction
+from worker.alerts import AlertRules
+from worker.batching import MicroBatcher
+from worker.cache import LabelCache
+from worker.messages import (
+    Alert,
+    Classified,
+    Complaint,
+    DeadLetterReason,
+    InvalidMessage,
+    LabelOut,
+    Timings,
+    dead_letter,
+    parse_complaint,
+    to_bytes,
+    utcnow,
+)
+from worker.metrics import WorkerMetrics
+from worker.model import ModelWatcher, ServedModel
+from worker.offsets import Epochs
+from worker.settings import WorkerSettings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(eq=False)
+class Job:
+    """One consumed record and what the stages learn about it."""
+
+    tp: TopicPartition
+    offset: int
+    epoch: int
+    arrived: float  # monotonic clock, when the consume loop handed it over
+    timestamp_ms: int | None
+    key: bytes | None
+    value: bytes | None
+    headers: list[tuple[str, bytes]]
+    complaint: Complaint | None = None
+    invalid: InvalidMessage | None = None
+    tokens: list[str] | None = None
+    labels: list[LabelOut] | None = None
+    cached: bool = False
+
+
+@dataclass(eq=False)
+class Work:
+    jobs: list[Job]
+    model: ServedModel
+    dispatched: float
+    cache_s: float = 0.0
+    tokenize_s: float = 0.0
+    inference_s: float = 0.0
+
+
+# (topic, key, value, headers) of one message to produce
+Outgoing = tuple[str, "bytes | None", "bytes | None", list[tuple[str, bytes]]]
+
+
+@dataclass(frozen=True)
+class Completion:
+    """A delivered batch: these offsets may be committed (their epoch still has to match)."""
+
+    offsets: list[tuple[TopicPartition, int, int]]  # (partition, offset, epoch)
+
+
+@dataclass(frozen=True)
+class Rewind:
+    """Delivery failed: re-consume these partitions from their commit position."""
+
+    partitions: frozenset[TopicPartition]
+
+
+class FatalError(RuntimeError):
+    """The worker cannot go on (fenced producer, a model that fails on everything)."""
+
+
+class Pipeline:
+    def __init__(self, settings: WorkerSettings, metrics: WorkerMetrics, models: ModelWatcher,
+                 cache: LabelCache | None, alerts: AlertRules, producer: KafkaProducer, epochs: Epochs,
+                 group_metadata: Callable[[], Any], on_fatal: Callable[[BaseException], None]) -> None:
+        self.s = settings
+        self.metrics = metrics
+        self.models = models
+        self.cache = cache
+        self.alerts = alerts
+        self.producer = producer
+        self.epochs = epochs
+        self._group_metadata = group_metadata
+        self._on_fatal = on_fatal
+        self.jobs: queue.Queue[Job] = queue.Queue()  # bounded by the consume loop's in-flight limit
+        self.done: queue.Queue[Completion | Rewind] = queue.Queue()
+        self._to_infer: queue.Queue[Work] = queue.Queue(maxsize=1)
+        self._to_deliver: queue.Queue[Work] = queue.Queue(maxsize=2)
+        self._batcher = MicroBatcher(self.jobs, settings.batch_size, settings.max_wait_ms / 1000,
+                                     arrival=lambda j: j.arrived)
+        ahead = settings.tokenize_ahead
+        self.tokenize_ahead = models.current.device.startswith("cuda") if ahead is None else ahead
+        self._stop = threading.Event()
+        self.hurry = threading.Event()  # set while draining: batches go out without waiting
+        self._deliver_busy = False
+        self._threads: list[threading.Thread] = []
+
+    # --- lifecycle -----------------------------------------------------------------------------------
+    def start(self) -> None:
+        for name, target in (("prepare", self._prepare_loop), ("infer", self._infer_loop),
+                             ("deliver", self._deliver_loop)):
+            t = threading.Thread(target=self._guard(target), name=f"fmlc-{name}", daemon=True)
+            t.start()
+            self._threads.append(t)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        deadline = time.monotonic() + timeout
+        for t in self._threads:
+            t.join(max(0.0, deadline - time.monotonic()))
+
+    def _guard(self, target: Callable[[], None]) -> Callable[[], None]:
+        def run() -> None:
+            try:
+                target()
+            except BaseException as exc:  # a dead stage would silently stall the worker
+                log.exception("pipeline stage %s died", threading.current_thread().name)
+                self._on_fatal(exc)
+        return run
+
+    def wait_deliver_idle(self, timeout: float) -> bool:
+        """Used by the rebalance listener after bumping epochs: a batch already past its epoch check
+        finishes (and is committed) before the partitions change hands."""
+        with self.epochs.lock:
+            return self.epochs.lock.wait_for(lambda: not self._deliver_busy, timeout)
+
+    def _put(self, q: queue.Queue[Work], work: Work) -> bool:
+        while not self._stop.is_set():
+            try:
+                q.put(work, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _get(self, q: queue.Queue[Work]) -> Work | None:
+        try:
+            return q.get(timeout=0.1)
+        except queue.Empty:
+            return None
+
+    def _current(self, jobs: list[Job]) -> list[Job]:
+        return [j for j in jobs if self.epochs.is_current(j.tp, j.epoch)]
+
+    # --- stage 1: batch, parse, cache, tokenise -----------------------------------------------------
+    def _prepare_loop(self) -> None:
+        while not self._stop.is_set():
+            batch = self._batcher.next_batch(0.1, hurry=self.hurry.is_set)
+            if batch is None:
+                continue
+            jobs = self._current(batch.items)
+            self.metrics.batch_size.observe(len(batch.items))
+            self.metrics.batch_fill.observe(min(1.0, len(batch.items) / self.s.batch_size))
+            self.metrics.batch_wait.observe(batch.wait_s)
+            if not jobs:
+                continue
+            work = Work(jobs=jobs, model=self.models.current, dispatched=time.monotonic())
+            self._prepare(work)
+            self._put(self._to_infer, work)
+
+    def _prepare(self, work: Work) -> None:
+        for job in work.jobs:
+            try:
+                job.complaint = parse_complaint(job.value, self.s.max_text_chars)
+            except InvalidMessage as exc:
+                job.invalid = exc
+        valid = [j for j in work.jobs if j.complaint is not None]
+        if self.cache is not None and valid:
+            t0 = time.perf_counter()
+            hits = self.cache.get_many([j.complaint.text for j in valid], work.model.version)  # type: ignore[union-attr]
+            work.cache_s = time.perf_counter() - t0
+            for job, labels in zip(valid, hits, strict=True):
+                if labels is not None:
+                    job.labels, job.cached = labels, True
+        if self.tokenize_ahead:
+            self._tokenize(work)
+
+    def _tokenize(self, work: Work) -> None:
+        todo = [j for j in work.jobs if j.complaint is not None and not j.cached and j.tokens is None]
+        if not todo:
+            return
+        t0 = time.perf_counter()
+        try:
+            tokens = work.model.predictor.tokenize([j.complaint.text for j in todo])  # type: ignore[union-attr]
+            for job, toks in zip(todo, tokens, strict=True):
+                job.tokens = toks
+        except Exception:
+            # One text that breaks the tokenizer must not take its batch-mates down with it.
+            for job in todo:
+                try:
+                    job.tokens = work.model.predictor.tokenize([job.complaint.text])[0]  # type: ignore[union-attr]
+                except Exception as exc:
+                    job.invalid = InvalidMessage(DeadLetterReason.PROCESSING_ERROR, f"tokenize: {exc!r}")
+        elapsed = time.perf_counter() - t0
+        work.tokenize_s += elapsed
+        self.metrics.tokenize.observe(elapsed)
+
+    # --- stage 2: the model -----------------------------------------------------------------------
+    def _infer_loop(self) -> None:
+        while not self._stop.is_set():
+            work = self._get(self._to_infer)
+            if work is None:
+                continue
+            work.jobs = self._current(work.jobs)
+            if not self.tokenize_ahead:
+                self._tokenize(work)
+            todo = [j for j in work.jobs if j.invalid is None and j.complaint is not None and not j.cached]
+            if todo:
+                t0 = time.perf_counter()
+                results = self._predict(work.model, [j.tokens or [] for j in todo])
+                work.inference_s = time.perf_counter() - t0
+                self.metrics.inference.observe(work.inference_s)
+                failed = [r for r in results if not isinstance(r, Prediction)]
+                if len(todo) > 1 and len(failed) == len(todo) and not any(
+                        isinstance(r, OutOfMemoryError) for r in failed):
+                    # Every text failed on its own: the model is broken, not the data. Dead-lettering
+                    # the whole stream would be worse than stopping (and being restarted).
+                    raise FatalError(f"model {work.model.version} fails on every input: {failed[0]!r}")
+                for job, res in zip(todo, results, strict=True):
+                    if isinstance(res, Prediction):
+                        job.labels = [LabelOut(label=ls.label, score=round(float(ls.score), 6),
+                                               evidence=list(ls.evidence)) for ls in res.labels]
+                    else:
+                        job.invalid = InvalidMessage(DeadLetterReason.PROCESSING_ERROR, f"inference: {res!r}")
+            self._put(self._to_deliver, work)
+
+    def _predict(self, model: ServedModel, tokens: list[list[str]]) -> list[Prediction | BaseException]:
+        """Predict; on CUDA out-of-memory (or any error) split the batch in halves and retry, down to
+        single texts, so one oversized batch or one poisonous text fails alone."""
+        try:
+            return list(model.predictor.predict_tokens(tokens, batch_size=self.s.batch_size))
+        except OutOfMemoryError as exc:
+            self.metrics.oom.inc()
+            log.warning("out of memory on %s for %d texts; splitting", model.device, len(tokens))
+            if len(tokens) == 1:
+                return [exc]
+        except Exception as exc:
+            if len(tokens) == 1:
+                return [exc]
+            log.warning("inference failed for a batch of %d (%r); splitting to isolate", len(tokens), exc)
+        mid = len(tokens) // 2
+        return self._predict(model, tokens[:mid]) + self._predict(model, tokens[mid:])
+
+    # --- stage 3: publish, acknowledge, hand back ------------------------------------------------
+    def _deliver_loop(self) -> None:
+        backoff = 0.5
+        while not self._stop.is_set():
+            work = self._get(self._to_deliver)
+            if work is None:
+                continue
+            with self.epochs.lock:
+                jobs = self._current(work.jobs)
+                self._deliver_busy = bool(jobs)
+            if not jobs:
+                continue
+            try:
+                ok = self._deliver(work, jobs)
+            finally:
+                with self.epochs.lock:
+                    self._deliver_busy = False
+                    self.epochs.lock.notify_all()
+            if ok:
+                backoff = 0.5
+            else:
+                # The broker is struggling; the rewound records come back soon, so do not spin.
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, 30.0)
+
+    def _render(self, work: Work, jobs: list[Job]) -> tuple[list[Outgoing], list[tuple[str, str]]]:
+        """Every message the batch produces, and the (topic, severity) of each alert among them."""
+        now = time.monotonic()
+        wall = utcnow()
+        out: list[Outgoing] = []
+        fired: list[tuple[str, str]] = []
+        for job in jobs:
+            if job.invalid is not None or job.complaint is None or job.labels is None:
+                reason = job.invalid.reason if job.invalid else DeadLetterReason.PROCESSING_ERROR
+                detail = job.invalid.detail if job.invalid else "no result"
+                dl = dead_letter(topic=job.tp.topic, partition=job.tp.partition, offset=job.offset,
+                                 timestamp=job.timestamp_ms, key=job.key, value=job.value, headers=job.headers,
+                                 reason=reason, error=detail, max_bytes=self.s.max_dead_letter_bytes)
+                out.append((self.s.dlq_topic, dl.key, dl.value, dl.headers))
+                continue
+            c = job.complaint
+            key = c.id.encode("utf-8")
+            result = Classified(
+                id=c.id, labels=job.labels, model_version=work.model.version, cached=job.cached,
+                source=c.source, created_at=c.created_at, processed_at=wall,
+                timings=Timings(queue_ms=round((work.dispatched - job.arrived) * 1000, 3),
+                                cache_ms=round(work.cache_s * 1000, 3),
+                                tokenize_ms=0.0 if job.cached else round(work.tokenize_s * 1000, 3),
+                                inference_ms=0.0 if job.cached else round(work.inference_s * 1000, 3),
+                                total_ms=round((now - job.arrived) * 1000, 3)))
+            out.append((self.s.output_topic, key, to_bytes(result), []))
+            for firing in self.alerts.evaluate(job.labels):
+                alert = Alert(id=c.id, rule=firing.rule.name, severity=firing.rule.severity,
+                              labels=firing.labels, model_version=work.model.version, source=c.source,
+                              created_at=c.created_at, fired_at=wall)
+                out.append((firing.rule.topic, key, to_bytes(alert),
+                            [("fmlc.alert.severity", firing.rule.severity.encode())]))
+                fired.append((firing.rule.topic, firing.rule.severity))
+        return out, fired
+
+    def _deliver(self, work: Work, jobs: list[Job]) -> bool:
+        messages, fired = self._render(work, jobs)
+        eos = self.s.exactly_once
+        try:
+            if eos:
+                self.producer.begin_transaction()
+            futures = [self.producer.send(topic, key=key, value=value, headers=headers)
+                       for topic, key, value, headers in messages]
+            if eos:
+                last: dict[TopicPartition, int] = {}
+                for job in jobs:
+                    last[job.tp] = max(last.get(job.tp, -1), job.offset)
+                self.producer.send_offsets_to_transaction(
+                    {tp: OffsetAndMetadata(off + 1, "", -1) for tp, off in last.items()}, self._group_metadata())
+                self.producer.commit_transaction()
+            else:
+                # acks=all for every output, alert and dead letter before the offsets may be committed.
+                wait_s = self.producer.config["delivery_timeout_ms"] / 1000 + 5
+                for f in futures:
+                    f.get(timeout=wait_s)
+        except Exception as exc:
+            self._delivery_failed(exc, jobs, eos)
+            return False
+        self._acknowledged(work, jobs, fired)
+        return True
+
+    def _delivery_failed(self, exc: Exception, jobs: list[Job], eos: bool) -> None:
+        self.metrics.delivery_failures.inc()
+        tps = frozenset(j.tp for j in jobs)
+        log.warning("delivery of a batch of %d failed (%s: %s); rewinding %s", len(jobs),
+                    type(exc).__name__, exc, sorted(f"{tp.topic}[{tp.partition}]" for tp in tps))
+        if eos:
+            try:
+                self.producer.abort_transaction()
+            except Exception as abort_exc:
+                # A producer that cannot even abort is fenced or broken: only a restart helps.
+                self._on_fatal(FatalError(f"transactional producer unusable: {abort_exc!r} (after {exc!r})"))
+        # Later batches of these partitions are already in the queues; they must not be delivered
+        # (and, in exactly-once mode, must not commit offsets past the failed batch).
+        self.epochs.bump(tps)
+        self.done.put(Rewind(tps))
+
+    def _acknowledged(self, work: Work, jobs: list[Job], fired: list[tuple[str, str]]) -> None:
+        m = self.metrics
+        now_wall = time.time()
+        fresh: list[tuple[str, list[LabelOut]]] = []
+        for job in jobs:
+            if job.invalid is not None or job.labels is None or job.complaint is None:
+                reason = job.invalid.reason if job.invalid else DeadLetterReason.PROCESSING_ERROR
+                m.dead_letters.labels(reason=reason.value).inc()
+                m.messages.labels(outcome="dead_letter").inc()
+            else:
+                m.messages.labels(outcome="cached" if job.cached else "ok").inc()
+                for lab in job.labels:
+                    m.predicted_labels.labels(label=lab.label).inc()
+                if not job.cached:
+                    fresh.append((job.complaint.text, job.labels))
+            if job.timestamp_ms and job.timestamp_ms > 0:
+                m.end_to_end.observe(max(0.0, now_wall - job.timestamp_ms / 1000))
+        for topic, severity in fired:
+            m.alerts.labels(topic=topic, severity=severity).inc()
+        m.last_processed.set(now_wall)
+        self.done.put(Completion([(j.tp, j.offset, j.epoch) for j in jobs]))
+        if self.cache is not None and fresh:
+            # After the acks: a crash between produce and cache store costs a recomputation only.
+            self.cache.put_many(fresh, work.model.version)
+
+
+__all__ = ["Completion", "FatalError", "Job", "Pipeline", "Rewind", "Work"]

@@ -1,0 +1,146 @@
+"""Worker configuration: one pydantic-settings object, read from `FMLC_*` environment variables.
+
+Command-line flags become constructor overrides (`load_settings(**flags)`); secrets are the one
+exception: they are accepted from the environment only, so that they never show up in a process
+list, a shell history or a crash dump of argv.
+"""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+SECRET_FIELDS = frozenset({"sasl_password", "ssl_password"})
+
+
+class WorkerSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="FMLC_", extra="ignore", validate_default=True)
+
+    # --- Kafka ---------------------------------------------------------------------------------------
+    bootstrap_servers: str = "127.0.0.1:9092"
+    input_topic: str = "fmlc.complaints"
+    output_topic: str = "fmlc.labels"
+    dlq_topic: str = "fmlc.dead-letter"
+    group_id: str = "fmlc-worker"
+    client_id: str = "fmlc-worker"
+    delivery: Literal["at_least_once", "exactly_once"] = "at_least_once"
+    # Exactly-once needs a transactional id that survives a restart of the same instance, so that the
+    # restarted process fences its predecessor's open transaction instead of waiting out its timeout.
+    # Two workers on one host in exactly-once mode must therefore set distinct ids.
+    transactional_id: str | None = None
+    transaction_timeout_ms: int = Field(60_000, ge=1_000)
+    auto_offset_reset: Literal["earliest", "latest"] = "earliest"
+    session_timeout_ms: int = Field(10_000, ge=1_000)
+    heartbeat_interval_ms: int | None = None  # None: a third of the session timeout
+    max_poll_interval_ms: int = Field(300_000, ge=1_000)
+    max_poll_records: int = Field(500, ge=1)
+    create_topics: bool = False  # never create topics silently in production
+    topic_partitions: int = Field(3, ge=1)
+    topic_replication: int = Field(1, ge=1)
+    # Security: PLAINTEXT for local brokers; SASL_SSL with SCRAM for managed clusters.
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_cafile: Path | None = None
+    ssl_certfile: Path | None = None
+    ssl_keyfile: Path | None = None
+    ssl_password: SecretStr | None = None
+    ssl_check_hostname: bool = True
+    max_dead_letter_bytes: int = Field(900_000, ge=1_024)  # under the broker's default 1 MB message limit
+
+    # --- model and batching --------------------------------------------------------------------------
+    model_path: Path = Path("runs/model")
+    device: str | None = None  # None / "auto": CUDA when present, else CPU
+    # None: all CPUs this process may use but one, which is left to the consume/tokenise/produce
+    # threads (torch's own default takes every core and, on a busy box, its threads then spin
+    # against each other: measured 8x slower per batch on 2 shared cores).
+    cpu_threads: int | None = Field(None, ge=1)
+    batch_size: int = Field(64, ge=1)
+    max_wait_ms: int = Field(25, ge=0)
+    max_in_flight: int = Field(1_000, ge=1)
+    max_text_chars: int = Field(5_000, ge=1)
+    # Tokenise the next micro-batch in its own thread while the model runs. None: on for CUDA (the
+    # forward pass waits on the device with the GIL released), off for CPU, where measurement
+    # showed a CPU forward holds the GIL most of the time, so a jieba thread only contends with it.
+    tokenize_ahead: bool | None = None
+    model_poll_interval_s: float = Field(30.0, ge=0)  # 0 turns polling off (SIGHUP still reloads)
+
+    # --- cache ---------------------------------------------------------------------------------------
+    redis_url: str | None = "redis://127.0.0.1:6379/0"  # empty: no cache
+    cache_ttl_s: int = Field(7 * 24 * 3600, ge=1)
+    cache_prefix: str = "fmlc"
+    cache_socket_timeout_s: float = Field(0.05, gt=0)
+    cache_retry_s: float = Field(5.0, ge=0)  # first back-off after an outage; doubles up to 60 s
+
+    # --- alerts, metrics, lifecycle ------------------------------------------------------------------
+    alert_rules: Path | None = None
+    metrics_host: str = "0.0.0.0"
+    metrics_port: int = Field(9108, ge=0, le=65535)  # 0: any free port (tests)
+    shutdown_timeout_s: float = Field(20.0, gt=0)
+    log_level: str = "INFO"
+
+    @field_validator("redis_url", "transactional_id", "device", "sasl_username", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("alert_rules", "ssl_cafile", "ssl_certfile", "ssl_keyfile", mode="before")
+    @classmethod
+    def _empty_path_is_none(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @model_validator(mode="after")
+    def _check_security(self) -> WorkerSettings:
+        sasl_complete = bool(self.sasl_mechanism and self.sasl_username and self.sasl_password)
+        if self.security_protocol.startswith("SASL") and not sasl_complete:
+            raise ValueError(f"security_protocol={self.security_protocol} needs FMLC_SASL_MECHANISM, "
+                             "FMLC_SASL_USERNAME and FMLC_SASL_PASSWORD")
+        if self.session_timeout_ms > self.max_poll_interval_ms:
+            raise ValueError("session_timeout_ms must not exceed max_poll_interval_ms")
+        return self
+
+    @property
+    def exactly_once(self) -> bool:
+        return self.delivery == "exactly_once"
+
+    def effective_transactional_id(self) -> str:
+        return self.transactional_id or f"{self.group_id}-{socket.gethostname()}"
+
+    def redacted(self) -> dict[str, Any]:
+        """For the start-up log line: everything except secret values."""
+        data = self.model_dump(mode="json")
+        for name in SECRET_FIELDS:
+            if data.get(name):
+                data[name] = "***"
+        return data
+
+
+def load_settings(**overrides: Any) -> WorkerSettings:
+    """Environment first, then explicit overrides (CLI flags); None means "flag not given".
+
+    Secrets are refused here on purpose: pass them as FMLC_SASL_PASSWORD / FMLC_SSL_PASSWORD.
+    """
+    given = {k: v for k, v in overrides.items() if v is not None}
+    refused = SECRET_FIELDS & given.keys()
+    if refused:
+        raise ValueError(f"{', '.join(sorted(refused))} may only come from the environment "
+                         f"({', '.join('FMLC_' + n.upper() for n in sorted(refused))})")
+    return WorkerSettings(**given)
+
+
+def env_for(settings: WorkerSettings) -> dict[str, str]:
+    """The settings as FMLC_* variables (non-secret ones), e.g. to start a worker subprocess."""
+    env: dict[str, str] = {}
+    for name, value in settings.model_dump(mode="json").items():
+        if name in SECRET_FIELDS or value is None:
+            continue
+        env[f"FMLC_{name.upper()}"] = str(value).lower() if isinstance(value, bool) else str(value)
+    return env
+
+
+__all__ = ["SECRET_FIELDS", "WorkerSettings", "env_for", "load_settings"]
