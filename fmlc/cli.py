@@ -43,7 +43,10 @@ def train(
     use_given_split: Annotated[bool, typer.Option(help="use each record's 'split' field")] = False,
     skip_bad: Annotated[bool, typer.Option(help="skip malformed records (counted) instead of stopping")] = False,
     user_dict: Annotated[Path | None, typer.Option(help="jieba user dictionary")] = None,
-    threads: Annotated[int | None, typer.Option()] = None,
+    freeze_embeddings: Annotated[bool, typer.Option(help="keep the word2vec vectors fixed")] = False,
+    w2v_epochs: Annotated[int, typer.Option(help="word2vec epochs over the whole corpus")] = 5,
+    threads: Annotated[int | None, typer.Option(help="torch CPU threads (1 is fastest on a busy 2-core box)")] = None,
+    quiet: Annotated[bool, typer.Option(help="no progress bars")] = False,
 ) -> None:
     """Train one model and write its artifact (config, vocabulary, graph, thresholds, safetensors)."""
     from training.data import load_path, split_records
@@ -54,7 +57,8 @@ def train(
     cfg = TrainConfig(model=model, loss=loss, graph=graph, epochs=epochs, lr=lr, batch_size=batch_size,
                       embed_dim=embed_dim, hidden=hidden, attn_dim=hidden, graph_dim=graph_dim, filters=hidden,
                       max_len=max_len, seed=seed, patience=patience, threads=threads,
-                      user_dict=str(user_dict) if user_dict else None)
+                      user_dict=str(user_dict) if user_dict else None, freeze_embeddings=freeze_embeddings,
+                      w2v_epochs=w2v_epochs, progress=not quiet)
     loaded = load_path(data, skip_bad=skip_bad)
     _report_load(loaded)
     splits = split_records(loaded.records, seed=seed, use_given=use_given_split)
