@@ -55,7 +55,7 @@ class Predictor:
 
     def __init__(self, art: artifact_io.Artifact, device: str | None = None, threads: int | None = None,
                  quantize: bool = False, use_tuned_thresholds: bool = True, version: str = "",
-                 batch_size: int = 64, evidence_k: int = 3) -> None:
+                 batch_size: int = 64, evidence_k: int = 3, max_batch_tokens: int | None = None) -> None:
         if threads:
             torch.set_num_threads(threads)
         self.artifact = art
@@ -68,6 +68,9 @@ class Predictor:
         self.thresholds = art.thresholds if use_tuned_thresholds else np.full(len(art.labels), art.default_threshold,
                                                                               dtype=np.float32)
         self._device = pick_device(device)
+        # Padded tokens per model call: small on CPU, where padding is paid step by step; a GPU wants
+        # big calls. Measured on CPU: 2048 ran a 64-message micro-batch 1.3x faster than one chunk.
+        self.max_batch_tokens = max_batch_tokens or (2048 if self._device.type == "cpu" else 65536)
         model = build_model(art.model_config)
         model.load_state_dict(art.state_dict, strict=True)
         model.eval()
@@ -137,7 +140,8 @@ class Predictor:
         if n == 0:
             return probs, evidence
         encoded = [self.artifact.vocab.encode(t, self.max_len) for t in tokens]
-        for chunk in length_chunks([len(e) for e in encoded], batch_size or self.batch_size, length_aware):
+        lengths = [len(e) for e in encoded]
+        for chunk in length_chunks(lengths, batch_size or self.batch_size, length_aware, self.max_batch_tokens):
             ids, mask = pad_batch([encoded[i] for i in chunk], self._device)
             p, attn = self._forward(ids, mask)
             probs[chunk] = p.cpu().numpy()

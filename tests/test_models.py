@@ -86,3 +86,18 @@ def test_config_validation_says_what_to_do() -> None:
         ModelConfig(model="bert", vocab_size=10, n_labels=2)
     with pytest.raises(ValueError, match="embed_dropout"):
         ModelConfig(model="fmlc", vocab_size=10, n_labels=2, embed_dropout=1.5)
+
+
+def test_length_chunks_respect_batch_size_and_token_budget() -> None:
+    from fmlc.batching import length_chunks
+
+    lengths = [5, 250, 7, 6, 240, 8, 5, 9]
+    chunks = length_chunks(lengths, batch_size=4, max_tokens=500)
+    assert sorted(i for c in chunks for i in c) == list(range(len(lengths)))
+    for chunk in chunks:
+        assert len(chunk) <= 4
+        assert len(chunk) * max(lengths[i] for i in chunk) <= 500 or len(chunk) == 1
+    # the two long documents do not drag short ones into 250-token padding
+    long_chunks = [c for c in chunks if max(lengths[i] for i in c) >= 240]
+    assert all(set(c) <= {1, 4} for c in long_chunks)
+    assert length_chunks(lengths, batch_size=3, length_aware=False) == [[0, 1, 2], [3, 4, 5], [6, 7]]
