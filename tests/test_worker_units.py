@@ -44,6 +44,10 @@ MALFORMED: list[tuple[bytes | None, DeadLetterReason]] = [
     (b'{"id": "m5", "text": " \\t\\n\\u3000 "}', DeadLetterReason.EMPTY_TEXT),
     (json.dumps({"id": "m6", "text": "长" * 101}).encode(), DeadLetterReason.TEXT_TOO_LONG),
     (b'{"schema_version": 2, "id": "m7", "text": "future"}', DeadLetterReason.UNSUPPORTED_VERSION),
+    # poison found by bench/faults.py: each crash-looped the worker before it was refused here
+    (b"[" * 100_000 + b"]" * 100_000, DeadLetterReason.NOT_JSON),
+    (b'{"id": "m8", "text": "lone surrogate \\ud800 here"}', DeadLetterReason.NOT_UTF8),
+    (b'{"id": "m9", "text": "fine", "source": "\\udfff"}', DeadLetterReason.NOT_UTF8),
 ]
 
 

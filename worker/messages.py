@@ -75,6 +75,15 @@ def parse_complaint(raw: bytes | None, max_text_chars: int) -> Complaint:
         obj = json.loads(decoded)
     except ValueError as exc:
         raise InvalidMessage(DeadLetterReason.NOT_JSON, str(exc)) from None
+    except RecursionError:
+        # Thousands of nested brackets: the parser's recursion limit is not the worker's problem.
+        raise InvalidMessage(DeadLetterReason.NOT_JSON, "JSON nested too deeply") from None
+    try:
+        # JSON escapes can smuggle lone UTF-16 surrogates ("\ud800") into valid UTF-8 bytes; such a
+        # string cannot be encoded again (cache key, output, headers), so it is refused here.
+        json.dumps(obj, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InvalidMessage(DeadLetterReason.NOT_UTF8, f"lone surrogate in a string: {exc.reason}") from None
     if not isinstance(obj, dict):
         raise InvalidMessage(DeadLetterReason.INVALID_SCHEMA, f"expected a JSON object, got {type(obj).__name__}")
     version = obj.get("schema_version", SCHEMA_VERSION)
