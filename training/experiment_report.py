@@ -62,6 +62,15 @@ def summarise(results: dict, thresholds: str = "tuned") -> dict:
     return summary
 
 
+def _settings_line(cfg: dict) -> str:
+    base = cfg.get("base", {})
+    return (f"Settings: dimension {base.get('embed_dim', 300)} (GRU {base.get('hidden', 300)} per direction, graph "
+            f"{base.get('graph_dim', 300)}), Adam lr {base.get('lr', 1e-4)}, at most {cfg['epochs_recurrent']} epochs "
+            f"for recurrent and {cfg['epochs_convolutional']} for convolutional models, early stopping on validation "
+            f"macro-F1 (patience 3), one split (seed 0) shared by every method, word2vec vectors shared too; "
+            f"seeds vary the initialisation only.")
+
+
 def _table(summary: dict) -> list[str]:
     methods = summary["methods"]
     best = {key: max(methods, key=lambda m: methods[m][key]["mean"]) for key, _, _ in COLUMNS}
@@ -108,8 +117,11 @@ def write_report(results: dict, out: Path) -> None:
              f"tail labels (< 100 training examples) {data.get('tail_labels')}.", "",
              "Test-split metrics in %, mean ± std over seeds, per-label thresholds tuned on the validation split "
              "(the fixed-0.5 numbers are in results.json). Macro averages run over all labels of the training set; "
-             "a label with no positives and no predictions in the test split counts 0.", ""]
+             "a label with no positives and no predictions in the test split counts 0.", "",
+             _settings_line(results["config"]), ""]
     lines += _table(summary)
+    lines += ["", "s/epoch and docs/s were measured inside the grid on a shared 2-core machine (torch 1 thread) "
+              "and are only indicative; `bench/` measures speed side by side."]
     if "gains" in summary:
         g = summary["gains"]
         lines += ["", "## FMLC/ASL against the best earlier method",
@@ -159,3 +171,21 @@ def _plots(results: dict, out: Path) -> None:
     fig.tight_layout()
     fig.savefig(out / "per_label_f1.png", dpi=120)
     plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Re-render report.md and the plots from a results.json (e.g. of a grid still running or cut short):
+    python -m training.experiment_report reports/NAME"""
+    import json
+    import sys
+
+    out = Path((argv or sys.argv[1:])[0])
+    results = json.loads((out / "results.json").read_text(encoding="utf-8"))
+    results["summary"] = summarise(results)
+    (out / "results.json").write_text(json.dumps(results, ensure_ascii=False, indent=1), encoding="utf-8")
+    write_report(results, out)
+    print(f"wrote {out / 'report.md'}")
+
+
+if __name__ == "__main__":
+    main()
