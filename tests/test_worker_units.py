@@ -178,6 +178,11 @@ def test_settings_from_env_flags_and_secrets(monkeypatch: pytest.MonkeyPatch) ->
     assert s.sasl_password is not None and s.sasl_password.get_secret_value() == "s3cret"
     assert "s3cret" not in json.dumps(s.redacted()) and "s3cret" not in repr(s)
     assert "FMLC_SASL_PASSWORD" not in env_for(s)
+    # A child started from env_for(s) must see the same settings, None included (no cache stays no cache).
+    for key, value in env_for(s).items():
+        monkeypatch.setenv(key, value)
+    child = WorkerSettings()
+    assert child.redis_url is None and child.cpu_threads == s.cpu_threads and child.batch_size == 12
     with pytest.raises(ValueError, match="environment"):
         load_settings(sasl_password="on-the-command-line")
     with pytest.raises(ValueError):

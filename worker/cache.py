@@ -68,7 +68,7 @@ class LabelCache:
             return [None] * len(texts)
         try:
             raw = self._client.mget([self.key(t, model_version) for t in texts])
-        except (redis.RedisError, OSError) as exc:
+        except Exception as exc:  # noqa: BLE001 - the cache is an optimisation: any failure means "no cache"
             self._failed(exc)
             self.metrics.cache_requests.labels(result="error").inc(len(texts))
             return [None] * len(texts)
@@ -91,7 +91,7 @@ class LabelCache:
                 payload = json.dumps([lab.model_dump() for lab in labels], ensure_ascii=False)
                 pipe.set(self.key(text, model_version), payload, ex=self.ttl_s)
             pipe.execute()
-        except (redis.RedisError, OSError) as exc:
+        except Exception as exc:  # noqa: BLE001 - as in get_many: a cache failure must never stop the stream
             self._failed(exc)
             return
         self._succeeded()

@@ -18,7 +18,9 @@ SECRET_FIELDS = frozenset({"sasl_password", "ssl_password"})
 
 
 class WorkerSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="FMLC_", extra="ignore", validate_default=True)
+    # FMLC_X=null means "unset" (None) for any optional setting, e.g. FMLC_REDIS_URL=null: no cache.
+    model_config = SettingsConfigDict(env_prefix="FMLC_", extra="ignore", validate_default=True,
+                                      env_parse_none_str="null")
 
     # --- Kafka ---------------------------------------------------------------------------------------
     bootstrap_servers: str = "127.0.0.1:9092"
@@ -137,7 +139,12 @@ def env_for(settings: WorkerSettings) -> dict[str, str]:
     """The settings as FMLC_* variables (non-secret ones), e.g. to start a worker subprocess."""
     env: dict[str, str] = {}
     for name, value in settings.model_dump(mode="json").items():
-        if name in SECRET_FIELDS or value is None:
+        if name in SECRET_FIELDS:
+            continue
+        # None travels as "null" (env_parse_none_str): dropping it would let the child fall back to the
+        # default, e.g. a cache at 127.0.0.1:6379 where none was wanted.
+        if value is None:
+            env[f"FMLC_{name.upper()}"] = "null"
             continue
         env[f"FMLC_{name.upper()}"] = str(value).lower() if isinstance(value, bool) else str(value)
     return env

@@ -1,0 +1,53 @@
+"""Smoke test of the throughput bench's core (`bench.worker_throughput.run_bench`) at toy size.
+
+Not a measurement: a few hundred messages through an in-process worker with the tiny model, to show
+that the bench runs end to end and that its JSON carries sane, self-consistent fields. The worker's
+behaviour itself (SIGKILL, Redis down, …) is tested in tests/test_worker.py.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+
+def test_throughput_bench_core_runs_and_reports_sane_numbers(kafka_broker, worker_model_dir: Path,  # noqa: ANN001
+                                                             tmp_path: Path) -> None:
+    from bench.worker_throughput import BenchConfig, markdown, run_bench
+    from training.synth import generate
+
+    texts = list(dict.fromkeys(d["text"] for d in generate(1200, 3)))
+    cfg = BenchConfig(model_dir=worker_model_dir, texts=texts, messages=300, batch_size=32, max_wait_ms=20,
+                      limit_docs=160, limit_b1_docs=40, limit_repeat=1, naive_messages=30, load_levels=(0.5,),
+                      level_seconds=1.5, scaling=False, redis=False, worker_mode="thread",
+                      bootstrap=kafka_broker.bootstrap, workdir=tmp_path, log=lambda _msg: None)
+    p = run_bench(cfg)
+
+    for key in ("worker_vs_limit", "worker_vs_naive", "model_batch_gain", "batch_gain_kept",
+                "worker_vs_limit_per_microbatch", "naive_vs_limit_b1"):
+        assert math.isfinite(p[key]) and p[key] > 0, (key, p[key])
+    # the ratios are what they say they are
+    thr = p["worker"]["throughput"]
+    assert p["worker_vs_limit"] == pytest.approx(thr["docs_per_s"] / p["limit"]["limit_b_best_docs_per_s"])
+    assert p["worker_vs_naive"] == pytest.approx(thr["docs_per_s"] / p["naive"]["docs_per_s"])
+    assert p["batch_gain_kept"] == pytest.approx(p["worker_vs_naive"] / p["model_batch_gain"])
+    # counts add up: every message answered exactly once, nothing dead-lettered, nothing from the cache
+    assert thr["messages"] == 300 and thr["duplicates"] == 0 and thr["dead_letters"] == 0
+    assert thr["cached_outputs"] == 0
+    assert p["naive"]["messages"] == 30
+    levels = p["latency_levels"]
+    assert [lv["load_fraction"] for lv in levels] == [0.5]
+    for lv in levels:
+        assert 0 < lv["p50_ms"] <= lv["p99_ms"] < 60_000
+        assert lv["budget_ms"] > cfg.max_wait_ms
+    detail = p["worker"]["latency"]["levels"][0]
+    assert detail["messages"] >= 1 and detail["mean_batch_size"] and 1 <= detail["mean_batch_size"] <= 32
+    assert p["worker"]["worker_exit_code"] == 0
+    assert p["scaling"] is None and p["scaling_on_paper"]["table"]
+    json.dumps(p)  # the payload is what write_results stores
+    assert any("worker_vs_limit" in line for line in markdown(p))
