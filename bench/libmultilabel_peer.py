@@ -494,7 +494,8 @@ def run_nn(args: argparse.Namespace, method: str, labels: list[str], train: Spli
     best_path = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
     best_epoch = None
     if best_path and Path(best_path).is_file():
-        # weights_only=False: LibMultiLabel's checkpoints pickle the network in their hyperparameters.
+        # weights_only=False: LibMultiLabel's checkpoints pickle the network in their hyperparameters. Safe here
+        # only because this process wrote the file moments ago into its own temp dir; never point it elsewhere.
         ckpt = torch.load(best_path, map_location="cpu", weights_only=False)
         model.load_state_dict(ckpt["state_dict"])
         best_epoch = int(ckpt.get("epoch", -1)) + 1
