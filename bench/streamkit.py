@@ -321,19 +321,21 @@ def read_all(bootstrap: str, topics: Sequence[str], timeout: float = 60) -> list
         reader.close()
 
 
-def committed_and_end(bootstrap: str, group: str, topic: str) -> dict[int, tuple[int, int]]:
+def committed_and_end(bootstrap: str, group: str, topic: str, timeout: float = 20) -> dict[int, tuple[int, int]]:
     """partition -> (committed offset or 0, high watermark)."""
     from kafka import KafkaConsumer, TopicPartition
 
     consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False,
-                             auto_offset_reset="earliest")
+                             isolation_level="read_committed", auto_offset_reset="earliest")
     try:
         parts = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])]
         consumer.assign(parts)
         committed = {tp: consumer.committed(tp) or 0 for tp in parts}
+        # Tansu answers ListOffsets(latest) with a wrong offset, so seek_to_end/end_offsets cannot be
+        # trusted; the high watermark in a fetch response is right.
         consumer.seek_to_beginning(*parts)
         wait_for(lambda: consumer.poll(timeout_ms=100) is not None and all(
-            consumer.highwater(tp) is not None for tp in parts), 20, "high watermarks")
+            consumer.highwater(tp) is not None for tp in parts), timeout, "high watermarks")
         return {tp.partition: (committed[tp], consumer.highwater(tp)) for tp in parts}
     finally:
         consumer.close()

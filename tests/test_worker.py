@@ -28,6 +28,7 @@ import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 
+from bench.streamkit import committed_and_end, wait_for
 from worker.app import WorkerApp
 from worker.kafka import MissingTopicsError, ensure_topics
 from worker.local_services import Broker, RedisServer, start_redis
@@ -39,15 +40,6 @@ pytestmark = pytest.mark.slow
 
 
 # --- helpers -----------------------------------------------------------------------------------------
-
-def wait_for(cond: Callable[[], bool], timeout: float, what: str, interval: float = 0.05) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-
 
 def settings_for(broker: Broker, redis: RedisServer, model_dir: Path, **overrides: Any) -> WorkerSettings:
     u = uuid.uuid4().hex[:8]
@@ -135,24 +127,6 @@ class TopicReader:
 
 def ids_in(records: list[Any], topic: str | None = None) -> set[str]:
     return {r.key.decode() for r in records if topic is None or r.topic == topic}
-
-
-def committed_and_end(broker: Broker, group: str, topic: str) -> dict[int, tuple[int, int]]:
-    """partition -> (committed offset or 0, high watermark)."""
-    consumer = KafkaConsumer(bootstrap_servers=broker.bootstrap, group_id=group, enable_auto_commit=False,
-                             isolation_level="read_committed", auto_offset_reset="earliest")
-    try:
-        parts = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])]
-        consumer.assign(parts)
-        committed = {tp: consumer.committed(tp) or 0 for tp in parts}
-        # Tansu answers ListOffsets(latest) with a wrong offset, so seek_to_end/end_offsets cannot be
-        # trusted; the high watermark in a fetch response is right.
-        consumer.seek_to_beginning(*parts)
-        wait_for(lambda: consumer.poll(timeout_ms=100) is not None and all(
-            consumer.highwater(tp) is not None for tp in parts), 15, "high watermarks")
-        return {tp.partition: (committed[tp], consumer.highwater(tp)) for tp in parts}
-    finally:
-        consumer.close()
 
 
 class InProcessWorker:
@@ -297,7 +271,7 @@ def test_every_message_gets_labels_and_the_metrics_count_exactly(
         assert scraped[("fmlc_model_info", (("device", "cpu"), ("version", model.version)))] == 1
         assert scrape(w.app.metrics_port, "/healthz")[0] == 200
         assert w.stop() == 0
-    offsets = committed_and_end(kafka_broker, s.group_id, s.input_topic)
+    offsets = committed_and_end(kafka_broker.bootstrap, s.group_id, s.input_topic, timeout=15)
     assert all(committed == end for committed, end in offsets.values()), offsets
     assert sum(end for _, end in offsets.values()) == len(items)
 
@@ -461,7 +435,7 @@ def test_exactly_once_commits_outputs_and_offsets_together(
     assert len(reader.of(s.output_topic)) == len(items) and ids_in(reader.of(s.output_topic)) == {
         c for c, _ in items}
     assert [r.key for r in reader.of(s.dlq_topic)] == [b"junk"]
-    offsets = committed_and_end(kafka_broker, s.group_id, s.input_topic)
+    offsets = committed_and_end(kafka_broker.bootstrap, s.group_id, s.input_topic, timeout=15)
     assert all(committed == end for committed, end in offsets.values()), offsets
 
 
@@ -567,7 +541,7 @@ def test_sigterm_drains_in_flight_work_and_commits_it(
     assert "drain finished" in log and " 0 records left uncommitted" in log, log[-3000:]
     reader.drain()
     reader.close()
-    offsets = committed_and_end(kafka_broker, s.group_id, s.input_topic)
+    offsets = committed_and_end(kafka_broker.bootstrap, s.group_id, s.input_topic, timeout=15)
     committed_inputs = {r.key.decode() for r in reader.of(s.input_topic) if r.offset < offsets[r.partition][0]}
     outputs = ids_in(reader.of(s.output_topic))
     assert committed_inputs, "the worker committed progress"
