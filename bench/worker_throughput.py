@@ -205,6 +205,7 @@ def worker_runs(cfg: BenchConfig, bootstrap: str, broker_pid: int | None, redis_
     w = start_worker(cfg, s, "worker-main.log")
     result: dict[str, Any] = {"settings": {"batch_size": b, "max_wait_ms": cfg.max_wait_ms, "partitions": p,
                                            "cpu_threads": s.cpu_threads, "cache": bool(redis_url),
+                                           "sort_window": s.sort_window, "tokenize_ahead": s.tokenize_ahead,
                                            "worker_mode": cfg.worker_mode}}
     try:
         t_ready = w.wait_ready(120)

@@ -65,6 +65,25 @@ def build_adjacency(label_matrix: np.ndarray, config: GraphConfig = GraphConfig(
     return adjacency.astype(np.float32)
 
 
+def label_statistics(label_matrix: np.ndarray, adjacency: np.ndarray, tail_below: int) -> dict:
+    """How much co-occurrence a label set offers the graph: with mostly single-label documents the
+    adjacency is nearly the identity and the GGNN has little to mix."""
+    y = np.asarray(label_matrix) > 0
+    off = adjacency.copy()
+    np.fill_diagonal(off, 0.0)
+    has_neighbour = off.sum(axis=1) > 0
+    tail = y.sum(axis=0) < tail_below
+    per_doc = y.sum(axis=1)
+    return {
+        "mean_labels_per_doc": round(float(per_doc.mean()), 3) if len(y) else 0.0,
+        "multi_label_docs": round(float((per_doc > 1).mean()), 4) if len(y) else 0.0,
+        "edges": int((off > 0).sum()),
+        "labels_with_neighbours": int(has_neighbour.sum()),
+        "tail_labels": int(tail.sum()),
+        "tail_labels_with_neighbours": int((has_neighbour & tail).sum()),
+    }
+
+
 def describe(adjacency: np.ndarray, labels: list[str], top: int = 20) -> dict:
     """A small human-readable summary stored next to the model."""
     off = adjacency.copy()

@@ -29,6 +29,9 @@ def test_quick_grid_writes_table_gains_and_plots(tmp_path: Path) -> None:
     assert gains["macro_f1"]["points"] == pytest.approx(expected)
     report = (tmp_path / "report.md").read_text()
     assert "| fmlc-asl |" in report and "**" in report
+    graph = results["data"]["label_graph"]
+    assert graph["edges"] > 0 and graph["tail_labels_with_neighbours"] <= graph["tail_labels"]
+    assert "Label graph from the training split" in report
     for png in ("macro_f1.png", "per_label_f1.png"):
         assert (tmp_path / png).stat().st_size > 5000
     split = tmp_path / "split"

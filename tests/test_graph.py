@@ -1,7 +1,13 @@
 import numpy as np
 import pytest
 
-from fmlc.graph import GraphConfig, build_adjacency, conditional_probabilities, cooccurrence_counts
+from fmlc.graph import (
+    GraphConfig,
+    build_adjacency,
+    conditional_probabilities,
+    cooccurrence_counts,
+    label_statistics,
+)
 
 
 def _toy() -> np.ndarray:
@@ -28,6 +34,17 @@ def test_threshold_min_count_and_reweighting() -> None:
     assert adj[3, 2] == 0.0 and adj[3, 3] == 1.0
     # P(暴力催收 | 违约金) = 1/9 is below the threshold
     assert adj[1, 2] == 0.0
+
+
+def test_label_statistics_on_toy_table() -> None:
+    y = _toy()
+    stats = label_statistics(y, build_adjacency(y, GraphConfig(threshold=0.4, min_count=2)), tail_below=3)
+    # edges 0->1 and 1->0 only; label 3 (1 document) is the one tail label and has no neighbour
+    assert stats["edges"] == 2 and stats["labels_with_neighbours"] == 2
+    assert stats["tail_labels"] == 1 and stats["tail_labels_with_neighbours"] == 0
+    assert stats["multi_label_docs"] == pytest.approx(7 / 16)
+    assert stats["mean_labels_per_doc"] == pytest.approx(round(24 / 16, 3))
+    assert label_statistics(y, np.eye(4, dtype=np.float32), tail_below=3)["edges"] == 0
 
 
 def test_identity_mode() -> None:

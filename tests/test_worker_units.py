@@ -105,6 +105,24 @@ def test_micro_batches_close_on_size_or_wait() -> None:
     assert batcher.next_batch(hurry=lambda: True) is not None and time.monotonic() - t0 < 0.05
 
 
+def test_a_backlog_widens_the_batch_without_waiting() -> None:
+    q: queue.Queue[tuple[int, float]] = queue.Queue()
+    batcher = MicroBatcher(q, batch_size=4, max_wait_s=5.0, arrival=lambda item: item[1], max_items=10)
+    for i in range(13):
+        q.put((i, time.monotonic()))
+    wide = batcher.next_batch()
+    assert wide is not None and [i for i, _ in wide.items] == list(range(10)) and wide.full
+    # Three left: fewer than batch_size, so this one waits for max_wait as before; a full batch_size
+    # arriving during the wait closes it, and nothing beyond what is queued is waited for.
+    for i in range(13, 14):
+        q.put((i, time.monotonic()))
+    t0 = time.monotonic()
+    rest = batcher.next_batch()
+    assert rest is not None and [i for i, _ in rest.items] == [10, 11, 12, 13] and time.monotonic() - t0 < 1.0
+    with pytest.raises(ValueError, match="max_items"):
+        MicroBatcher(q, batch_size=4, max_wait_s=0.1, arrival=lambda item: item[1], max_items=3)
+
+
 def _lab(name: str, score: float) -> LabelOut:
     return LabelOut(label=name, score=score, evidence=[])
 

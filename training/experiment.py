@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 from rich.console import Console
 
+from fmlc.graph import build_adjacency, label_statistics
 from fmlc.metrics import evaluate, tune_thresholds
 from training.data import Record, load_path, split_records
 from training.trainer import Prepared, TrainConfig, fit, prepare
@@ -116,6 +117,9 @@ def run(cfg: ExperimentConfig) -> dict:
     info["labels"] = len(prep.labels)
     info["tail_labels"] = int(sum(c < base_cfg.tail_below for c in prep.train_counts))
     info["notes"] = prep.notes
+    graph_cfg = base_cfg.graph_config()
+    info["label_graph"] = {"config": graph_cfg.to_dict(), **label_statistics(
+        prep.y["train"], build_adjacency(prep.y["train"], graph_cfg), base_cfg.tail_below)}
     write_split(prep, splits, out / "split")
     results: dict = {"config": asdict(cfg), "data": info, "labels": prep.labels, "train_counts": prep.train_counts,
                      "runs": {}}

@@ -109,12 +109,24 @@ def _short(cfg: dict) -> str:
     return ", ".join(f"{k}={cfg[k]}" for k in keep if k in cfg) or "see peer/*.json"
 
 
+def _graph_lines(g: dict | None) -> list[str]:
+    if not g:
+        return []
+    cfg = g.get("config", {})
+    return [f"Label graph from the training split (P(j|i) >= {cfg.get('threshold')}, at least "
+            f"{cfg.get('min_count')} shared documents): {g['multi_label_docs']:.1%} of training documents carry "
+            f"more than one label ({g['mean_labels_per_doc']} per document); {g['edges']} directed edges; "
+            f"{g['labels_with_neighbours']} labels have a neighbour, {g['tail_labels_with_neighbours']} of the "
+            f"{g['tail_labels']} tail labels.", ""]
+
+
 def write_report(results: dict, out: Path) -> None:
     summary = results["summary"]
     data = results["data"]
     lines = [f"# Experiment: {results['config']['data']}", "",
              f"Docs {data.get('docs_loaded')}, split {data.get('split_sizes')}, labels {data.get('labels')}, "
              f"tail labels (< 100 training examples) {data.get('tail_labels')}.", "",
+             *_graph_lines(data.get("label_graph")),
              "Test-split metrics in %, mean ± std over seeds, per-label thresholds tuned on the validation split "
              "(the fixed-0.5 numbers are in results.json). Macro averages run over all labels of the training set; "
              "a label with no positives and no predictions in the test split counts 0.", "",

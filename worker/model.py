@@ -28,12 +28,15 @@ class ServedModel:
     labels: tuple[str, ...]
 
 
-def default_cpu_threads() -> int:
+def usable_cpus() -> int:
     try:
-        available = len(os.sched_getaffinity(0))  # honours taskset / container CPU sets
+        return len(os.sched_getaffinity(0))  # honours taskset / container CPU sets
     except AttributeError:  # not Linux
-        available = os.cpu_count() or 1
-    return max(1, available - 1)
+        return os.cpu_count() or 1
+
+
+def default_cpu_threads() -> int:
+    return max(1, usable_cpus() - 1)
 
 
 def load_model(path: Path, device: str | None, threads: int | None) -> ServedModel:

@@ -41,7 +41,7 @@ from worker.messages import (
     utcnow,
 )
 from worker.metrics import WorkerMetrics
-from worker.model import ModelWatcher, ServedModel
+from worker.model import ModelWatcher, ServedModel, usable_cpus
 from worker.offsets import Epochs
 from worker.settings import WorkerSettings
 
@@ -117,9 +117,11 @@ class Pipeline:
         self._to_infer: queue.Queue[Work] = queue.Queue(maxsize=1)
         self._to_deliver: queue.Queue[Work] = queue.Queue(maxsize=2)
         self._batcher = MicroBatcher(self.jobs, settings.batch_size, settings.max_wait_ms / 1000,
-                                     arrival=lambda j: j.arrived)
+                                     arrival=lambda j: j.arrived,
+                                     max_items=settings.batch_size * settings.sort_window)
         ahead = settings.tokenize_ahead
-        self.tokenize_ahead = models.current.device.startswith("cuda") if ahead is None else ahead
+        self.tokenize_ahead = (models.current.device.startswith("cuda") or usable_cpus() > 1) if ahead is None \
+            else ahead
         self._stop = threading.Event()
         self.hurry = threading.Event()  # set while draining: batches go out without waiting
         self._deliver_busy = False
