@@ -32,6 +32,9 @@ def test_quick_grid_writes_table_gains_and_plots(tmp_path: Path) -> None:
     graph = results["data"]["label_graph"]
     assert graph["edges"] > 0 and graph["tail_labels_with_neighbours"] <= graph["tail_labels"]
     assert "Label graph from the training split" in report
+    assert set(graph["with_neighbours"]) <= set(results["labels"]) and len(graph["with_neighbours"]) == graph[
+        "labels_with_neighbours"]
+    assert "## Where the label graph can act" in report
     for png in ("macro_f1.png", "per_label_f1.png"):
         assert (tmp_path / png).stat().st_size > 5000
     split = tmp_path / "split"

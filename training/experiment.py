@@ -118,8 +118,11 @@ def run(cfg: ExperimentConfig) -> dict:
     info["tail_labels"] = int(sum(c < base_cfg.tail_below for c in prep.train_counts))
     info["notes"] = prep.notes
     graph_cfg = base_cfg.graph_config()
-    info["label_graph"] = {"config": graph_cfg.to_dict(), **label_statistics(
-        prep.y["train"], build_adjacency(prep.y["train"], graph_cfg), base_cfg.tail_below)}
+    adjacency = build_adjacency(prep.y["train"], graph_cfg)
+    off_diagonal = adjacency.sum(axis=1) - np.diag(adjacency)
+    info["label_graph"] = {"config": graph_cfg.to_dict(),
+                           **label_statistics(prep.y["train"], adjacency, base_cfg.tail_below),
+                           "with_neighbours": [lab for lab, w in zip(prep.labels, off_diagonal, strict=True) if w > 0]}
     write_split(prep, splits, out / "split")
     results: dict = {"config": asdict(cfg), "data": info, "labels": prep.labels, "train_counts": prep.train_counts,
                      "runs": {}}
