@@ -43,3 +43,24 @@ def test_quick_grid_writes_table_gains_and_plots(tmp_path: Path) -> None:
     # Resuming with the same configuration trains nothing again.
     again = run(cfg)
     assert again["runs"].keys() == results["runs"].keys()
+
+
+def test_sensitivity_scores_validation_only_and_resumes(tmp_path: Path) -> None:
+    from training.sensitivity import run as sensitivity
+    from training.synth import write_jsonl
+
+    data = write_jsonl(tmp_path / "synth.jsonl", 500, seed=3)
+    base = {"lr": 1e-2, "embed_dim": 16, "hidden": 16, "attn_dim": 16, "graph_dim": 16, "filters": 16,
+            "threads": 1, "progress": False, "w2v_epochs": 1}
+    out = tmp_path / "sens"
+    results = sensitivity(str(data), out, parent_labels=None, seeds=1, base=base, epochs=1,
+                          variants=["base", "identity"])
+    assert set(results["summary"]) == {"base", "identity"}
+    run = results["runs"]["identity/seed0"]
+    assert run["config"]["graph"] == "identity" and 0.0 <= run["valid_macro_f1"] <= 1.0
+    assert all("test" not in key for r in results["runs"].values() for key in r), "no test scores here"
+    assert (out / "sensitivity.png").stat().st_size > 3000 and "| identity |" in (out / "sensitivity.md").read_text()
+    again = sensitivity(str(data), out, parent_labels=None, seeds=1, base=base, epochs=1, variants=["base", "identity"])
+    assert again["runs"] == results["runs"]  # resumed, nothing retrained
+    with pytest.raises(ValueError, match="unknown variants"):
+        sensitivity(str(data), out, parent_labels=None, seeds=1, base=base, epochs=1, variants=["nope"])

@@ -1,0 +1,152 @@
+"""How FMLC/ASL's validation macro-F1 moves with its loss and graph settings — validation only.
+
+    python -m training.sensitivity --data ../shared/data/duee1.0 --parent-labels - \\
+        --out reports/duee1.0_parents/sensitivity [--seeds 1] [--epochs 10] [--lr 1e-3] [--threads 1]
+
+The split is the experiment's (seed 0, same records), so the validation split here is the one the
+experiment tunes thresholds and picks epochs on. The test split is never scored in the output:
+this is for finding out why FMLC/ASL gains what it gains, not for choosing settings by test score.
+Writes sensitivity.json (resumable: finished variants are kept), sensitivity.md and sensitivity.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+
+from training.experiment import ExperimentConfig, console, load_splits
+from training.trainer import TrainConfig, fit, prepare
+
+# variant → (what it changes, TrainConfig overrides of FMLC/ASL)
+VARIANTS: dict[str, tuple[str, dict]] = {
+    "base": ("the paper's settings: γ- = 2, margin 0.05, edges at P(j|i) >= 0.3, neighbour weight 0.25", {}),
+    "asl-off": ("γ- = 0 and margin 0: ASL reduced to BCE", {"asl_gamma_neg": 0.0, "asl_margin": 0.0}),
+    "gamma1": ("γ- = 1", {"asl_gamma_neg": 1.0}),
+    "gamma4": ("γ- = 4", {"asl_gamma_neg": 4.0}),
+    "margin0": ("margin 0", {"asl_margin": 0.0}),
+    "margin0.2": ("margin 0.2", {"asl_margin": 0.2}),
+    "edges0.1": ("edges at P(j|i) >= 0.1", {"graph_threshold": 0.1}),
+    "edges0.5": ("edges at P(j|i) >= 0.5", {"graph_threshold": 0.5}),
+    "weight0.5": ("neighbour weight 0.5", {"graph_neighbour_weight": 0.5}),
+    "identity": ("identity adjacency (no label graph)", {"graph": "identity"}),
+}
+
+
+def run(data: str, out: Path, *, parent_labels: str | None, seeds: int, base: dict, epochs: int,
+        variants: list[str] | None = None, max_docs: int | None = None) -> dict:
+    unknown = [v for v in variants or [] if v not in VARIANTS]
+    if unknown:
+        raise ValueError(f"unknown variants {unknown}; choose from {', '.join(VARIANTS)}")
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "sensitivity.json"
+    exp = ExperimentConfig(data=data, out=str(out), parent_labels=parent_labels, max_docs=max_docs, base=base)
+    splits, info = load_splits(exp)
+    prep = prepare(splits, TrainConfig(**base))
+    setup = {"data": data, "parent_labels": parent_labels, "max_docs": max_docs, "epochs": epochs, "base": base}
+    results: dict = {"setup": setup, "data": info, "runs": {}}
+    if path.exists():
+        old = json.loads(path.read_text(encoding="utf-8"))
+        if old.get("setup") == setup:
+            results["runs"] = old.get("runs", {})
+    for seed in range(seeds):
+        for name in variants or VARIANTS:
+            overrides = VARIANTS[name][1]
+            key = f"{name}/seed{seed}"
+            if key in results["runs"]:
+                continue
+            cfg = TrainConfig(**(base | {"model": "fmlc", "loss": "asl", "epochs": epochs, "seed": seed} | overrides))
+            console.print(f"[bold cyan]{key}[/]: {VARIANTS[name][0]}")
+            result = fit(prep, cfg)
+            valid = result.metrics["valid"]["tuned"]
+            results["runs"][key] = {
+                "variant": name, "seed": seed, "overrides": overrides, "epochs_run": len(result.history),
+                "valid_macro_f1": valid["all"]["macro_f1"], "valid_micro_f1": valid["all"]["micro_f1"],
+                "valid_tail_macro_f1": valid["tail"]["macro_f1"],
+                "config": {k: v for k, v in asdict(cfg).items() if k in overrides or k in base},
+            }
+            path.write_text(json.dumps(results, ensure_ascii=False, indent=1), encoding="utf-8")
+            console.print(f"  valid macro-F1 {valid['all']['macro_f1']:.4f} tail {valid['tail']['macro_f1']:.4f}")
+    results["summary"] = summarise(results)
+    path.write_text(json.dumps(results, ensure_ascii=False, indent=1), encoding="utf-8")
+    write_report(results, out)
+    return results
+
+
+def summarise(results: dict) -> dict:
+    by_variant: dict[str, list[dict]] = {}
+    for r in results["runs"].values():
+        by_variant.setdefault(r["variant"], []).append(r)
+    summary = {}
+    for name, runs in by_variant.items():
+        row = {"seeds": len(runs)}
+        for key in ("valid_macro_f1", "valid_micro_f1", "valid_tail_macro_f1"):
+            values = [100 * r[key] for r in runs]
+            row[key] = {"mean": float(np.mean(values)), "std": float(np.std(values))}
+        summary[name] = row
+    return summary
+
+
+def write_report(results: dict, out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    summary = results["summary"]
+    setup = results["setup"]
+    lines = [f"# FMLC/ASL sensitivity on {setup['data']} (validation split only)", "",
+             f"Split {results['data'].get('split_sizes')}, {setup['epochs']} epochs at most, base settings "
+             f"{setup['base']}; parent labels {setup['parent_labels']!r}. Validation metrics in %, thresholds tuned "
+             "on the same validation split (as in model selection), mean ± std over seeds. The test split is not "
+             "scored here.", "",
+             "| variant | what it changes | seeds | valid macro-F1 | valid micro-F1 | valid tail macro-F1 |",
+             "|---|---|---|---|---|---|"]
+    for name, row in summary.items():
+        cells = [f"{row[k]['mean']:.2f} ± {row[k]['std']:.2f}"
+                 for k in ("valid_macro_f1", "valid_micro_f1", "valid_tail_macro_f1")]
+        what = VARIANTS[name][0] if name in VARIANTS else ""
+        lines.append(f"| {name} | {what} | {row['seeds']} | " + " | ".join(cells) + " |")
+    lines += ["", "![validation macro-F1 per variant](sensitivity.png)", ""]
+    (out / "sensitivity.md").write_text("\n".join(lines), encoding="utf-8")
+
+    names = list(summary)
+    y = np.arange(len(names))
+    fig, ax = plt.subplots(figsize=(8, 0.45 * len(names) + 1.2))
+    for offset, key, label in ((-0.2, "valid_macro_f1", "all labels"), (0.2, "valid_tail_macro_f1", "tail labels")):
+        ax.barh(y + offset, [summary[n][key]["mean"] for n in names], 0.4,
+                xerr=[summary[n][key]["std"] for n in names], label=label, capsize=2)
+    ax.set_yticks(y, names)
+    ax.invert_yaxis()
+    ax.set_xlabel("validation macro-F1 (%)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / "sensitivity.png", dpi=120)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--data", required=True)
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--parent-labels", default=None)
+    ap.add_argument("--max-docs", type=int, default=None)
+    ap.add_argument("--seeds", type=int, default=1)
+    ap.add_argument("--epochs", type=int, default=10)
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--dim", type=int, default=300)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--variants", default=None, help="comma list of variant names (default: all)")
+    args = ap.parse_args(argv)
+    base = {"lr": args.lr, "embed_dim": args.dim, "hidden": args.dim, "attn_dim": args.dim, "graph_dim": args.dim,
+            "filters": args.dim, "threads": args.threads}
+    variants = [v.strip() for v in args.variants.split(",")] if args.variants else None
+    run(args.data, args.out, parent_labels=args.parent_labels, seeds=args.seeds, base=base, epochs=args.epochs,
+        variants=variants, max_docs=args.max_docs)
+
+
+if __name__ == "__main__":
+    main()
