@@ -88,12 +88,14 @@ def evaluate(
 
 
 def tune_thresholds(y_true: np.ndarray, scores: np.ndarray, grid: Sequence[float] | None = None,
-                    default: float = 0.5) -> np.ndarray:
+                    default: float = 0.5, min_f1: float = 0.0) -> np.ndarray:
     """Per-label threshold maximising that label's F1 on held-out data.
 
     Labels without a positive in the held-out data keep `default`: their F1 is 0 whatever the
     threshold, so tuning would only pick an arbitrary value. Ties go to the threshold closest to
-    `default`, which keeps tuned values from drifting on flat F1 curves.
+    `default`, which keeps tuned values from drifting on flat F1 curves. A label whose best held-out
+    F1 stays below `min_f1` also keeps `default` (Yang's SCutFBR): a best F1 of 0.001 means one
+    positive caught under thousands of false positives, and that threshold would flood the test set.
     """
     y_true = np.asarray(y_true, dtype=bool)
     grid = np.asarray(grid if grid is not None else np.round(np.arange(0.05, 0.951, 0.025), 3))
@@ -106,7 +108,8 @@ def tune_thresholds(y_true: np.ndarray, scores: np.ndarray, grid: Sequence[float
         fp = (preds & ~col_true).sum(axis=1)
         fn = (~preds & col_true).sum(axis=1)
         f1 = 2 * tp / np.maximum(2 * tp + fp + fn, 1)
-        best[j] = grid[order][int(np.argmax(f1))]
+        if f1.max() >= min_f1:
+            best[j] = grid[order][int(np.argmax(f1))]
     return best.astype(np.float32)
 
 

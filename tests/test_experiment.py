@@ -64,3 +64,38 @@ def test_sensitivity_scores_validation_only_and_resumes(tmp_path: Path) -> None:
     assert again["runs"] == results["runs"]  # resumed, nothing retrained
     with pytest.raises(ValueError, match="unknown variants"):
         sensitivity(str(data), out, parent_labels=None, seeds=1, base=base, epochs=1, variants=["nope"])
+
+
+def test_rescore_peer_from_the_split_folder(tmp_path: Path) -> None:
+    import numpy as np
+
+    from training.experiment import rescore_peer
+
+    labels = ["a", "b"]
+    split = tmp_path / "split"
+    split.mkdir()
+    (split / "labels.json").write_text(json.dumps(labels))
+    rows = {name: [{"id": f"{name}{i}", "text": "t", "labels": ["a"] if i % 2 else ["b"]} for i in range(40)]
+            for name in ("valid", "test")}
+    rows["valid"][0]["labels"] = ["a", "b"]
+    for name, rs in rows.items():
+        (split / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rs))
+    (tmp_path / "results.json").write_text(json.dumps({"labels": labels, "train_counts": [500, 50]}))
+
+    def margins(rs: list[dict]) -> np.ndarray:  # SVM-like decision values: +1 for the true label, -1 otherwise
+        return np.array([[1.0 if lab in r["labels"] else -1.0 for lab in labels] for r in rs], dtype=np.float32)
+
+    peer = tmp_path / "peer"
+    peer.mkdir()
+    test_ids = [r["id"] for r in rows["test"]][::-1]  # the peer may write rows in another order
+    by_id = {r["id"]: r for r in rows["test"]}
+    np.savez(peer / "peer_linear.npz", ids=np.array(test_ids), scores=margins([by_id[i] for i in test_ids]),
+             valid_ids=np.array([r["id"] for r in rows["valid"]]), valid_scores=margins(rows["valid"]),
+             labels=np.array(labels))
+    scored = rescore_peer(tmp_path)
+    assert scored["linear"]["threshold_0.5"]["all"]["macro_f1"] == pytest.approx(1.0)
+    assert scored["linear"]["tuned"]["all"]["micro_f1"] == pytest.approx(1.0)
+    assert scored["linear"]["tuned_min_valid_f1"] > 0
+    (split / "labels.json").write_text(json.dumps(["b", "a"]))
+    with pytest.raises(ValueError, match="does not hold the split"):
+        rescore_peer(tmp_path)

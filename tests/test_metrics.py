@@ -50,6 +50,22 @@ def test_tuned_thresholds_never_lower_validation_f1(data: tuple[np.ndarray, np.n
     assert evaluate(y, scores, tuned)["all"]["macro_f1"] >= evaluate(y, scores, 0.5)["all"]["macro_f1"]
 
 
+def test_min_f1_keeps_the_default_for_a_label_tuning_cannot_separate() -> None:
+    # Label 0: its one positive scores below most negatives (an SVM margin through a sigmoid), so the
+    # best F1 on the grid is a tiny one bought by marking nearly everything positive.
+    rng = np.random.default_rng(0)
+    scores = np.column_stack([rng.uniform(0.2, 0.3, 500), rng.uniform(0.0, 0.4, 500)])
+    y = np.zeros((500, 2), dtype=bool)
+    y[0, 0], scores[0, 0] = True, 0.16
+    y[:50, 1] = True
+    scores[:50, 1] = 0.9  # label 1 separates cleanly
+    free = tune_thresholds(y, scores)
+    assert free[0] <= 0.16  # the flood: every document is above it
+    guarded = tune_thresholds(y, scores, min_f1=0.1)
+    assert guarded[0] == pytest.approx(0.5)
+    assert guarded[1] == pytest.approx(free[1]) and 0.4 < guarded[1] <= 0.9
+
+
 def test_to_matrix_ignores_unknown_labels() -> None:
     m = to_matrix([["a", "zz"], ["b"]], ["a", "b"])
     np.testing.assert_array_equal(m, [[1, 0], [0, 1]])
