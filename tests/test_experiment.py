@@ -35,6 +35,9 @@ def test_quick_grid_writes_table_gains_and_plots(tmp_path: Path) -> None:
     assert set(graph["with_neighbours"]) <= set(results["labels"]) and len(graph["with_neighbours"]) == graph[
         "labels_with_neighbours"]
     assert "## Where the label graph can act" in report
+    from training.experiment import graph_info_from_split
+
+    assert graph_info_from_split(tmp_path) == graph  # a finished grid's statistics, again from its split folder
     for png in ("macro_f1.png", "per_label_f1.png"):
         assert (tmp_path / png).stat().st_size > 5000
     split = tmp_path / "split"

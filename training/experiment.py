@@ -117,12 +117,7 @@ def run(cfg: ExperimentConfig) -> dict:
     info["labels"] = len(prep.labels)
     info["tail_labels"] = int(sum(c < base_cfg.tail_below for c in prep.train_counts))
     info["notes"] = prep.notes
-    graph_cfg = base_cfg.graph_config()
-    adjacency = build_adjacency(prep.y["train"], graph_cfg)
-    off_diagonal = adjacency.sum(axis=1) - np.diag(adjacency)
-    info["label_graph"] = {"config": graph_cfg.to_dict(),
-                           **label_statistics(prep.y["train"], adjacency, base_cfg.tail_below),
-                           "with_neighbours": [lab for lab, w in zip(prep.labels, off_diagonal, strict=True) if w > 0]}
+    info["label_graph"] = graph_info(prep.y["train"], prep.labels, base_cfg)
     write_split(prep, splits, out / "split")
     results: dict = {"config": asdict(cfg), "data": info, "labels": prep.labels, "train_counts": prep.train_counts,
                      "runs": {}}
@@ -171,6 +166,27 @@ def _same_grid(a: dict, b: dict) -> bool:
     and the peer switch only decide how many runs there are."""
     ignore = {"seeds", "peer", "peer_epochs", "methods"}
     return {k: v for k, v in a.items() if k not in ignore} == {k: v for k, v in b.items() if k not in ignore}
+
+
+def graph_info(y_train: np.ndarray, labels: list[str], cfg: TrainConfig) -> dict:
+    """What the label graph built from this training split looks like (for the report)."""
+    graph_cfg = cfg.graph_config()
+    adjacency = build_adjacency(y_train, graph_cfg)
+    off_diagonal = adjacency.sum(axis=1) - np.diag(adjacency)
+    return {"config": graph_cfg.to_dict(), **label_statistics(y_train, adjacency, cfg.tail_below),
+            "with_neighbours": [lab for lab, w in zip(labels, off_diagonal, strict=True) if w > 0]}
+
+
+def graph_info_from_split(out: Path) -> dict:
+    """graph_info for a finished grid, from its split folder (no tokenising, no vectors)."""
+    from fmlc.metrics import to_matrix
+
+    results = json.loads((out / "results.json").read_text(encoding="utf-8"))
+    labels = results["labels"]
+    rows = [json.loads(line) for line in (out / "split" / "train.jsonl").open(encoding="utf-8")]
+    known = TrainConfig.__annotations__
+    base = TrainConfig(**{k: v for k, v in results["config"].get("base", {}).items() if k in known})
+    return graph_info(to_matrix([r["labels"] for r in rows], labels), labels, base)
 
 
 def write_split(prep: Prepared, splits: dict[str, list[Record]], folder: Path) -> None:

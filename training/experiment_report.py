@@ -262,14 +262,16 @@ def _plots(results: dict, out: Path) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """Re-render report.md and the plots from a results.json (e.g. of a grid still running or cut short):
-    python -m training.experiment_report reports/NAME [--rescore-peer]
-    --rescore-peer scores LibMultiLabel's saved outputs (reports/NAME/peer/*.npz) again first."""
+    python -m training.experiment_report reports/NAME [--rescore-peer] [--graph-stats]
+    --rescore-peer scores LibMultiLabel's saved outputs (reports/NAME/peer/*.npz) again first;
+    --graph-stats recomputes the label-graph statistics from reports/NAME/split."""
     import argparse
     import json
 
     ap = argparse.ArgumentParser(description="re-render an experiment report")
     ap.add_argument("out", type=Path)
     ap.add_argument("--rescore-peer", action="store_true")
+    ap.add_argument("--graph-stats", action="store_true", help="recompute the label-graph statistics from the split")
     args = ap.parse_args(argv)
     out = args.out
     results = json.loads((out / "results.json").read_text(encoding="utf-8"))
@@ -278,6 +280,10 @@ def main(argv: list[str] | None = None) -> None:
 
         # Methods whose outputs are not on disk (they are not committed) keep their stored scores.
         results["peer"] = {**results.get("peer", {}), **rescore_peer(out)}
+    if args.graph_stats:
+        from training.experiment import graph_info_from_split
+
+        results["data"]["label_graph"] = graph_info_from_split(out)
     results["summary"] = summarise(results)
     (out / "results.json").write_text(json.dumps(results, ensure_ascii=False, indent=1), encoding="utf-8")
     write_report(results, out)
