@@ -153,7 +153,8 @@ def graph_effect(results: dict) -> dict:
     if "with_neighbours" not in g:
         return {}
     labels = results["labels"]
-    linked = np.array([lab in set(g["with_neighbours"]) for lab in labels])
+    with_neighbours = set(g["with_neighbours"])
+    linked = np.array([lab in with_neighbours for lab in labels])
     effect: dict = {"labels_with_neighbours": int(linked.sum()), "labels_without": int((~linked).sum()),
                     "methods": {}}
     for method in GRAPH_EFFECT_METHODS:
@@ -218,10 +219,11 @@ def write_report(results: dict, out: Path) -> None:
     if "peer" in results:
         lines += ["", "## External reference: LibMultiLabel on the same split and vectors", ""] + _peer_lines(
             results["peer"])
-        if any(e.get("tuned_min_valid_f1") for e in results["peer"].values() if isinstance(e, dict)):
+        floor = max((e.get("tuned_min_valid_f1", 0) for e in results["peer"].values() if isinstance(e, dict)),
+                    default=0)
+        if floor:
             lines += ["", "Tuned rows use the same validation grid as ours; for the linear model, whose scores are "
-                      "SVM decision values through a sigmoid, a label whose best validation F1 is below "
-                      f"{max(e.get('tuned_min_valid_f1', 0) for e in results['peer'].values() if isinstance(e, dict))}"
+                      f"SVM decision values through a sigmoid, a label whose best validation F1 is below {floor}"
                       " keeps the library's own rule (see `PEER_LINEAR_MIN_F1` in training/experiment.py)."]
     lines += ["", "![macro-F1 per method](macro_f1.png)", "", "![per-label F1 vs frequency](per_label_f1.png)", ""]
     (out / "report.md").write_text("\n".join(lines), encoding="utf-8")
