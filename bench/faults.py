@@ -192,7 +192,7 @@ def sigkill(args: argparse.Namespace, model: Path) -> dict:
         kl["duplicates"] = per_kill.get(kl["kill"], 0)
         kl.pop("time")
     max_dup = max((kl["duplicates"] for kl in kills), default=0)
-    bound = s.max_in_flight
+    bound = s.in_flight_limit
     checks = {"every input has an output": truth["missing"] == 0,
               f"duplicates per kill <= max_in_flight ({bound})": max_dup <= bound,
               "no duplicates without a kill": per_kill.get(0, 0) == 0,
@@ -205,7 +205,7 @@ def sigkill(args: argparse.Namespace, model: Path) -> dict:
                           "committed when the worker died; the consume loop never holds more than max_in_flight "
                           "unacknowledged records, and acknowledged ones are committed within one loop turn "
                           "(<= 50 ms poll)",
-            "settings": {"batch_size": s.batch_size, "max_in_flight": s.max_in_flight, "partitions": 3,
+            "settings": {"batch_size": s.batch_size, "max_in_flight": s.in_flight_limit, "partitions": 3,
                          "messages": n}}
 
 

@@ -252,7 +252,10 @@ def test_every_message_gets_labels_and_the_metrics_count_exactly(
         assert w.metric("fmlc_messages_total", outcome="cached") == 0
         assert w.metric("fmlc_messages_total", outcome="dead_letter") == 0
         assert w.metric("fmlc_batch_size_sum") == n
-        assert w.metric("fmlc_inference_seconds_count") == w.metric("fmlc_batch_size_count") >= 1
+        # every text went through the model exactly once, in calls that merge micro-batches at most
+        assert w.metric("fmlc_model_batch_size_sum") == n
+        assert 1 <= w.metric("fmlc_inference_seconds_count") == w.metric("fmlc_model_batch_size_count") \
+            <= w.metric("fmlc_batch_size_count")
         assert w.metric("fmlc_end_to_end_seconds_count") == n
         assert w.metric("fmlc_cache_requests_total", result="miss") == n
         assert w.metric("fmlc_assigned_partitions") == 3

@@ -24,6 +24,7 @@ from worker.messages import (
 )
 from worker.metrics import WorkerMetrics
 from worker.offsets import OffsetTracker
+from worker.pipeline import Job, Work, merge_waiting
 from worker.settings import WorkerSettings, env_for, load_settings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -105,22 +106,43 @@ def test_micro_batches_close_on_size_or_wait() -> None:
     assert batcher.next_batch(hurry=lambda: True) is not None and time.monotonic() - t0 < 0.05
 
 
-def test_a_backlog_widens_the_batch_without_waiting() -> None:
-    q: queue.Queue[tuple[int, float]] = queue.Queue()
-    batcher = MicroBatcher(q, batch_size=4, max_wait_s=5.0, arrival=lambda item: item[1], max_items=10)
-    for i in range(13):
-        q.put((i, time.monotonic()))
-    wide = batcher.next_batch()
-    assert wide is not None and [i for i, _ in wide.items] == list(range(10)) and wide.full
-    # Three left: fewer than batch_size, so this one waits for max_wait as before; a full batch_size
-    # arriving during the wait closes it, and nothing beyond what is queued is waited for.
-    for i in range(13, 14):
-        q.put((i, time.monotonic()))
-    t0 = time.monotonic()
-    rest = batcher.next_batch()
-    assert rest is not None and [i for i, _ in rest.items] == [10, 11, 12, 13] and time.monotonic() - t0 < 1.0
-    with pytest.raises(ValueError, match="max_items"):
-        MicroBatcher(q, batch_size=4, max_wait_s=0.1, arrival=lambda item: item[1], max_items=3)
+def test_the_model_stage_merges_waiting_micro_batches_in_order() -> None:
+    model_a, model_b = object(), object()  # stand-ins for two ServedModel versions: only identity matters
+
+    def work(ids: range, model: object, dispatched: float) -> Work:
+        jobs = [Job(tp=TopicPartition("in", 0), offset=i, epoch=0, arrived=0.0, timestamp_ms=None, key=None,
+                    value=None, headers=[]) for i in ids]
+        return Work(jobs=jobs, model=model, dispatched=dispatched, cache_s=0.01, tokenize_s=0.1)  # type: ignore[arg-type]
+
+    waiting: queue.Queue[Work] = queue.Queue()
+    # Nothing waiting: the first micro-batch goes alone and untouched (no delay after a quiet spell).
+    first = work(range(0, 4), model_a, 1.0)
+    alone, left = merge_waiting(first, waiting, max_jobs=16)
+    assert alone is first and left is None
+
+    for w in (work(range(4, 8), model_a, 2.0), work(range(8, 12), model_a, 3.0), work(range(12, 16), model_a, 4.0),
+              work(range(16, 20), model_a, 5.0)):
+        waiting.put(w)
+    merged, left = merge_waiting(first, waiting, max_jobs=12)
+    # In arrival order, up to max_jobs; a full window takes nothing more from the queue.
+    assert [j.offset for j in merged.jobs] == list(range(12)) and left is None
+    assert merged.dispatched == 1.0
+    assert merged.tokenize_s == pytest.approx(0.3) and merged.cache_s == pytest.approx(0.03)
+    # One that does not fit is handed back, not lost or reordered.
+    merged, left = merge_waiting(waiting.get_nowait(), waiting, max_jobs=6)
+    assert [j.offset for j in merged.jobs] == list(range(12, 16))
+    assert left is not None and [j.offset for j in left.jobs] == list(range(16, 20)) and waiting.empty()
+
+    # A micro-batch for another model version (a reload) is never merged into the old one's call.
+    waiting.put(work(range(20, 24), model_b, 6.0))
+    merged, left = merge_waiting(work(range(16, 20), model_a, 5.0), waiting, max_jobs=100)
+    assert [j.offset for j in merged.jobs] == list(range(16, 20)) and left is not None and left.model is model_b
+
+
+def test_in_flight_limit_follows_the_window_unless_set() -> None:
+    assert WorkerSettings(batch_size=64, sort_window=4).in_flight_limit == 6 * 64 * 4
+    assert WorkerSettings(batch_size=32, sort_window=1).in_flight_limit == 6 * 32
+    assert WorkerSettings(max_in_flight=100).in_flight_limit == 100
 
 
 def _lab(name: str, score: float) -> LabelOut:

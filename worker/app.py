@@ -182,7 +182,7 @@ class WorkerApp:
 
     # --- the consume loop ---------------------------------------------------------------------------
     def _poll(self) -> None:
-        room = self.s.max_in_flight - self.tracker.in_flight
+        room = self.s.in_flight_limit - self.tracker.in_flight
         records = self.consumer.poll(timeout_ms=POLL_MS, max_records=max(1, min(self.s.max_poll_records, room)))
         if not records:
             return
@@ -286,9 +286,9 @@ class WorkerApp:
 
     def _backpressure(self) -> None:
         in_flight = self.tracker.in_flight
-        if not self._paused and in_flight >= self.s.max_in_flight:
+        if not self._paused and in_flight >= self.s.in_flight_limit:
             self._set_paused(True)
-        elif self._paused and not self._draining and in_flight <= self.s.max_in_flight // 2:
+        elif self._paused and not self._draining and in_flight <= self.s.in_flight_limit // 2:
             self._set_paused(False)
 
     def _set_paused(self, paused: bool) -> None:

@@ -1,8 +1,7 @@
 """Micro-batches: up to `batch_size` items or `max_wait` after the first item arrived, whichever first.
 
-Under a backlog a batch may take more than `batch_size` items, up to `max_items`, but only items that
-are already waiting (never waiting for them): the model sorts a batch by length before cutting it
-into chunks of `batch_size`, and the wider the window it sorts, the less padding it computes.
+(Under a backlog the model stage merges several micro-batches that are already waiting into one
+call: see worker.pipeline.merge_waiting.)
 
 The wait is measured from when the first item *entered the queue*, not from when the batcher got
 round to it: when the pipeline is behind, items have already waited and the batch goes out with
@@ -29,15 +28,11 @@ class Batch(Generic[T]):
 
 class MicroBatcher(Generic[T]):
     def __init__(self, source: queue.Queue[T], batch_size: int, max_wait_s: float,
-                 arrival: Callable[[T], float], clock: Callable[[], float] = time.monotonic,
-                 max_items: int | None = None) -> None:
+                 arrival: Callable[[T], float], clock: Callable[[], float] = time.monotonic) -> None:
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
-        if max_items is not None and max_items < batch_size:
-            raise ValueError(f"max_items ({max_items}) must be at least batch_size ({batch_size})")
         self.source = source
         self.batch_size = batch_size
-        self.max_items = max_items or batch_size
         self.max_wait_s = max(0.0, max_wait_s)
         self._arrival = arrival
         self._clock = clock
@@ -65,11 +60,6 @@ class MicroBatcher(Generic[T]):
                 items.append(self.source.get(timeout=min(remaining, 0.05)))
             except queue.Empty:
                 continue
-        while len(items) < self.max_items:
-            try:
-                items.append(self.source.get_nowait())
-            except queue.Empty:
-                break
         now = self._clock()
         return Batch(items=items, wait_s=max(0.0, now - self._arrival(first)), full=len(items) >= self.batch_size)
 

@@ -33,7 +33,11 @@ class WorkerMetrics:
                                     buckets=RATIO_BUCKETS, registry=r)
         self.batch_wait = Histogram("fmlc_batch_wait_seconds", "Time from a batch's first message to its "
                                     "dispatch.", buckets=STAGE_BUCKETS, registry=r)
-        self.inference = Histogram("fmlc_inference_seconds", "Model time per micro-batch (tokenisation "
+        self.model_batch_size = Histogram("fmlc_model_batch_size", "Texts per model call (cache hits and "
+                                          "dead letters excluded); under a backlog up to sort_window "
+                                          "micro-batches are merged into one call.",
+                                          buckets=SIZE_BUCKETS + (1024, 2048, 4096), registry=r)
+        self.inference = Histogram("fmlc_inference_seconds", "Model time per model call (tokenisation "
                                    "excluded).", buckets=STAGE_BUCKETS, registry=r)
         self.tokenize = Histogram("fmlc_tokenize_seconds", "jieba tokenisation time per micro-batch.",
                                   buckets=STAGE_BUCKETS, registry=r)

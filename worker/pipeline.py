@@ -4,8 +4,11 @@
                           (batch, parse,  (model,   (alerts, produce, wait
                            cache, jieba)  OOM split) for acks / transaction, cache store)
 
-Each stage is one thread joined to the next by a queue of one or two micro-batches, so jieba
-tokenises batch n+1 while the model runs batch n and the producer waits for the acks of batch n-1.
+Each stage is one thread joined to the next by a short queue, so jieba tokenises the next
+micro-batches while the model runs and the producer waits for the acks of the batch before.
+Under a backlog the model stage merges up to `sort_window` micro-batches that are already tokenised
+and waiting into one call (`merge_waiting`): the model sorts them by length together and computes
+less padding, while the first batch after a quiet spell still goes out alone, without delay.
 Batches stay in order end to end, which keeps commits (and exactly-once transactions) simple: a
 batch's offsets are committed only when everything before it was.
 """
@@ -77,6 +80,31 @@ class Work:
     inference_s: float = 0.0
 
 
+def merge_waiting(first: Work, waiting: queue.Queue[Work], max_jobs: int) -> tuple[Work, Work | None]:
+    """`first` plus the micro-batches queued behind it, in order, up to `max_jobs` jobs in all; never
+    waits. Returns the merged work and a taken micro-batch that could not join (another model
+    version, or too many jobs), which the caller must handle next."""
+    works = [first]
+    total = len(first.jobs)
+    left_over: Work | None = None
+    while total < max_jobs:
+        try:
+            nxt = waiting.get_nowait()
+        except queue.Empty:
+            break
+        if nxt.model is not first.model or total + len(nxt.jobs) > max_jobs:
+            left_over = nxt
+            break
+        works.append(nxt)
+        total += len(nxt.jobs)
+    if len(works) == 1:
+        return first, left_over
+    merged = Work(jobs=[j for w in works for j in w.jobs], model=first.model,
+                  dispatched=min(w.dispatched for w in works), cache_s=sum(w.cache_s for w in works),
+                  tokenize_s=sum(w.tokenize_s for w in works))
+    return merged, left_over
+
+
 # (topic, key, value, headers) of one message to produce
 Outgoing = tuple[str, "bytes | None", "bytes | None", list[tuple[str, bytes]]]
 
@@ -114,11 +142,12 @@ class Pipeline:
         self._on_fatal = on_fatal
         self.jobs: queue.Queue[Job] = queue.Queue()  # bounded by the consume loop's in-flight limit
         self.done: queue.Queue[Completion | Rewind] = queue.Queue()
-        self._to_infer: queue.Queue[Work] = queue.Queue(maxsize=1)
+        # Room for one sort window of prepared micro-batches, so the model always has a full one to merge.
+        self._to_infer: queue.Queue[Work] = queue.Queue(maxsize=settings.sort_window)
         self._to_deliver: queue.Queue[Work] = queue.Queue(maxsize=2)
+        self._carry: Work | None = None  # taken by merge_waiting but not merged: the model stage's next
         self._batcher = MicroBatcher(self.jobs, settings.batch_size, settings.max_wait_ms / 1000,
-                                     arrival=lambda j: j.arrived,
-                                     max_items=settings.batch_size * settings.sort_window)
+                                     arrival=lambda j: j.arrived)
         ahead = settings.tokenize_ahead
         self.tokenize_ahead = (models.current.device.startswith("cuda") or usable_cpus() > 1) if ahead is None \
             else ahead
@@ -229,15 +258,20 @@ class Pipeline:
 
     # --- stage 2: the model -----------------------------------------------------------------------
     def _infer_loop(self) -> None:
+        max_jobs = self.s.batch_size * self.s.sort_window
         while not self._stop.is_set():
-            work = self._get(self._to_infer)
+            work, self._carry = self._carry, None
+            if work is None:
+                work = self._get(self._to_infer)
             if work is None:
                 continue
+            work, self._carry = merge_waiting(work, self._to_infer, max_jobs)
             work.jobs = self._current(work.jobs)
             if not self.tokenize_ahead:
                 self._tokenize(work)
             todo = [j for j in work.jobs if j.invalid is None and j.complaint is not None and not j.cached]
             if todo:
+                self.metrics.model_batch_size.observe(len(todo))
                 t0 = time.perf_counter()
                 results = self._predict(work.model, [j.tokens or [] for j in todo])
                 work.inference_s = time.perf_counter() - t0
@@ -401,4 +435,4 @@ class Pipeline:
             self.cache.put_many(fresh, work.model.version)
 
 
-__all__ = ["Completion", "FatalError", "Job", "Pipeline", "Rewind", "Work"]
+__all__ = ["Completion", "FatalError", "Job", "Pipeline", "Rewind", "Work", "merge_waiting"]
