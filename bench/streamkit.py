@@ -135,10 +135,31 @@ def proc_stats(pid: int) -> dict[str, float]:
                 elif line.startswith("Threads:"):
                     out["threads"] = int(line.split()[1])
         out["fds"] = len(os.listdir(f"/proc/{pid}/fd"))
-        out["cpu_s"] = cpu_seconds(pid)
+        kids = child_pids(pid)
+        out["children"] = len(kids)
+        # The worker's tokenizer runs in a child process: its CPU is the worker's too.
+        out["cpu_s"] = cpu_seconds(pid) + sum(_cpu_or_zero(k) for k in kids)
     except (FileNotFoundError, ProcessLookupError, PermissionError):
         pass
     return out
+
+
+def child_pids(pid: int) -> list[int]:
+    kids: list[int] = []
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/children") as fh:
+                kids += [int(x) for x in fh.read().split()]
+        except FileNotFoundError:
+            continue
+    return kids
+
+
+def _cpu_or_zero(pid: int) -> float:
+    try:
+        return cpu_seconds(pid)
+    except (FileNotFoundError, ProcessLookupError):
+        return 0.0
 
 
 def cpu_seconds(pid: int) -> float:

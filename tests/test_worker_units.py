@@ -359,3 +359,32 @@ def test_health_endpoints_answer(tmp_path: Path) -> None:
         assert json.loads(urllib.request.urlopen(base + "/readyz", timeout=5).read())["ok"] is True
     finally:
         server.stop()
+
+
+def test_tokenizer_process_matches_the_models_tokenizer_and_survives_its_child() -> None:
+    from fmlc.text import Tokenizer
+    from worker.tokenizing import TokenizerProcess
+
+    texts = ["借款平台客服电话打不通，利息太高！！", "", "   ", "😀😀", "提现一直不到账，已经三天了"]
+    local = Tokenizer()
+    proc = TokenizerProcess()
+    try:
+        assert proc.tokenize(local.to_config(), 256, texts) == [local.tokenize(t) for t in texts]
+        assert proc.tokenize(local.to_config(), 2, texts[:1]) == [local.tokenize(texts[0])[:2]]
+        # Another config in the same child: its own stop words apply.
+        other = Tokenizer(stopwords=frozenset({"利息"}))
+        assert "利息" not in proc.tokenize(other.to_config(), 256, texts[:1])[0]
+        # A request the child cannot serve fails alone; the child stays.
+        assert proc._proc is not None
+        pid = proc._proc.pid
+        with pytest.raises(RuntimeError, match="tokenizer process"):
+            proc.tokenize(local.to_config(), "x", texts[:1])  # type: ignore[arg-type]
+        assert proc._proc.pid == pid
+        # A child that died is replaced by the next call (the new one is sent the config again).
+        proc._proc.kill()
+        proc._proc.wait()
+        assert proc.tokenize(local.to_config(), 256, texts[:1]) == [local.tokenize(texts[0])]
+        assert proc._proc.pid != pid
+    finally:
+        proc.close()
+    assert proc._proc is None

@@ -47,6 +47,7 @@ from worker.metrics import WorkerMetrics
 from worker.model import ModelWatcher, ServedModel, usable_cpus
 from worker.offsets import Epochs
 from worker.settings import WorkerSettings
+from worker.tokenizing import TokenizerProcess
 
 log = logging.getLogger(__name__)
 
@@ -151,6 +152,8 @@ class Pipeline:
         ahead = settings.tokenize_ahead
         self.tokenize_ahead = (models.current.device.startswith("cuda") or usable_cpus() > 1) if ahead is None \
             else ahead
+        in_process = settings.tokenizer_process
+        self.tokenizer = TokenizerProcess() if self.tokenize_ahead and (in_process is None or in_process) else None
         self._stop = threading.Event()
         self.hurry = threading.Event()  # set while draining: batches go out without waiting
         self._deliver_busy = False
@@ -169,6 +172,8 @@ class Pipeline:
         deadline = time.monotonic() + timeout
         for t in self._threads:
             t.join(max(0.0, deadline - time.monotonic()))
+        if self.tokenizer is not None:
+            self.tokenizer.close()
 
     def _guard(self, target: Callable[[], None]) -> Callable[[], None]:
         def run() -> None:
@@ -205,6 +210,13 @@ class Pipeline:
 
     # --- stage 1: batch, parse, cache, tokenise -----------------------------------------------------
     def _prepare_loop(self) -> None:
+        if self.tokenizer is not None:
+            # Start the child and load jieba's dictionary now, not inside the first batch's latency.
+            predictor = self.models.current.predictor
+            try:
+                self.tokenizer.tokenize(predictor.artifact.tokenizer_config, predictor.max_len, ["预热"])
+            except Exception as exc:
+                log.warning("tokenizer process warm-up failed (%r); it is retried with the first batch", exc)
         while not self._stop.is_set():
             batch = self._batcher.next_batch(0.1, hurry=self.hurry.is_set)
             if batch is None:
@@ -241,8 +253,13 @@ class Pipeline:
         if not todo:
             return
         t0 = time.perf_counter()
+        predictor = work.model.predictor
+        texts = [j.complaint.text for j in todo]  # type: ignore[union-attr]
         try:
-            tokens = work.model.predictor.tokenize([j.complaint.text for j in todo])  # type: ignore[union-attr]
+            if self.tokenizer is not None:
+                tokens = self.tokenizer.tokenize(predictor.artifact.tokenizer_config, predictor.max_len, texts)
+            else:
+                tokens = predictor.tokenize(texts)
             for job, toks in zip(todo, tokens, strict=True):
                 job.tokens = toks
         except Exception:

@@ -76,6 +76,9 @@ class WorkerSettings(BaseSettings):
     # Tokenise the next micro-batch in its own thread while the model runs (torch ops release the
     # GIL). None: on, unless this process may use only one CPU, where the two would just take turns.
     tokenize_ahead: bool | None = None
+    # ... and do it in a child process: jieba is pure Python and, in a thread, takes the GIL from the
+    # model thread between torch ops. None: on whenever tokenize_ahead is.
+    tokenizer_process: bool | None = None
     model_poll_interval_s: float = Field(30.0, ge=0)  # 0 turns polling off (SIGHUP still reloads)
 
     # --- cache ---------------------------------------------------------------------------------------
