@@ -20,6 +20,18 @@ def machine() -> dict:
             "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
 
 
+def padded_over_real(lengths: list[int], groups: list[list[int]], batch: int, max_tokens: int | None) -> float:
+    """Padded / real tokens when each group of texts (positions into `lengths`) is sorted by length and
+    cut into forward passes the way the predictor does (fmlc.batching.length_chunks)."""
+    from fmlc.batching import length_chunks
+
+    total = 0
+    for group in groups:
+        for chunk in length_chunks([lengths[i] for i in group], batch, True, max_tokens):
+            total += len(chunk) * max(lengths[group[i]] for i in chunk)
+    return total / sum(lengths)
+
+
 def train_bench_model(out: Path, data: Path = DEFAULT_DATA, epochs: int = 2, max_docs: int = 6000,
                       dim: int = 300) -> tuple[Path, dict]:
     """A paper-dimension FMLC/ASL trained briefly on real data: enough for speed and for the F1 cost

@@ -16,7 +16,7 @@ import time
 
 import torch
 
-from bench.common import REPO, write_results
+from bench.common import REPO, padded_over_real, write_results
 from bench.streamkit import ccks_texts
 
 NAME = "worker_costs"
@@ -24,17 +24,9 @@ WINDOWS = (64, 128, 256, 512, 1024, 4096)
 
 
 def padding_by_window(lengths: list[int], batch: int, budget: int | None) -> dict[int, float]:
-    from fmlc.batching import length_chunks
-
-    out = {}
-    for w in WINDOWS:
-        padded = 0
-        for start in range(0, len(lengths), w):
-            group = lengths[start : start + w]
-            for chunk in length_chunks(group, batch, True, budget):
-                padded += len(chunk) * max(group[i] for i in chunk)
-        out[w] = padded / sum(lengths)
-    return out
+    n = len(lengths)
+    return {w: padded_over_real(lengths, [list(range(s, min(s + w, n))) for s in range(0, n, w)], batch, budget)
+            for w in WINDOWS}
 
 
 def main() -> None:

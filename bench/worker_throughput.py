@@ -38,7 +38,7 @@ from typing import Any
 
 import torch
 
-from bench.common import REPO, RESULTS, machine, rate, write_results
+from bench.common import REPO, RESULTS, machine, padded_over_real, rate, write_results
 from bench.streamkit import (
     BusyMeter,
     Reader,
@@ -130,8 +130,6 @@ def measure_limit(predictor: Any, texts: list[str], cfg: BenchConfig) -> dict:
     before cutting batches of B) and the limit a streaming worker can reach with the same call: one
     `predict` per consecutive chunk of B texts in arrival order (length sorting only inside a chunk).
     Also, for comparison, a micro-batch padded as one chunk (the predictor before its token budget)."""
-    from fmlc.batching import length_chunks
-
     b = cfg.batch_size
     predictor.predict(texts[:8], batch_size=b)  # warm-up: jieba dictionary, kernels
 
@@ -165,11 +163,7 @@ def measure_limit(predictor: Any, texts: list[str], cfg: BenchConfig) -> dict:
     lengths = [max(1, len(predictor.artifact.vocab.encode(t, predictor.max_len))) for t in tokens]
 
     def padded(groups: list[list[int]], max_tokens: int | None) -> float:
-        total = 0
-        for group in groups:
-            for chunk in length_chunks([lengths[i] for i in group], b, True, max_tokens):
-                total += len(chunk) * max(lengths[group[i]] for i in chunk)
-        return total / sum(lengths)
+        return padded_over_real(lengths, groups, b, max_tokens)
 
     everything = [list(range(len(lengths)))]
     microbatches = [list(range(i, min(i + b, len(lengths)))) for i in range(0, len(lengths), b)]
@@ -187,12 +181,30 @@ def measure_limit(predictor: Any, texts: list[str], cfg: BenchConfig) -> dict:
 
 # --- the worker: throughput, cache, latency under load ---------------------------------------------
 
+def backlog(cfg: BenchConfig, bootstrap: str, redis_url: str | None, pool: TextPool,
+            prefix: str) -> tuple[Any, Outputs, Reader, list[str], list[str]]:
+    """Settings with topics of their own, a reader of their outputs, and `cfg.messages` complaints
+    (ids, texts) already waiting in the input topic before the worker starts."""
+    s = worker_settings(bootstrap, cfg.model_dir, redis_url=redis_url, batch_size=cfg.batch_size,
+                        max_wait_ms=cfg.max_wait_ms, topic_partitions=cfg.partitions)
+    ensure(s)
+    out = Outputs(s.output_topic, s.dlq_topic)
+    reader = Reader(bootstrap, s.output_topic, s.dlq_topic)
+    reader.on_record = out
+    reader.start()
+    ids = [f"{prefix}-{i}" for i in range(cfg.messages)]
+    texts = pool.take(cfg.messages)
+    produce(bootstrap, s.input_topic, [(i.encode(), message(i, t)) for i, t in zip(ids, texts, strict=True)],
+            partitions=cfg.partitions)
+    return s, out, reader, ids, texts
+
+
 def repeated_throughput(cfg: BenchConfig, bootstrap: str, redis_url: str | None, pool: TextPool, predictor: Any,
                         limit_texts: list[str]) -> dict:
     """The worker's throughput `cfg.repeats` times, each run between two measurements of the limit.
     This VM's speed drifts by 10-20% within minutes, so a ratio of neighbours is steadier than one of
     measurements minutes apart; each run is divided by the higher of its two neighbours."""
-    b, p = cfg.batch_size, cfg.partitions
+    b = cfg.batch_size
 
     def limit_now() -> float:
         return rate(lambda: predictor.predict(limit_texts, batch_size=b), len(limit_texts), repeat=2)
@@ -200,16 +212,7 @@ def repeated_throughput(cfg: BenchConfig, bootstrap: str, redis_url: str | None,
     runs = []
     for k in range(cfg.repeats):
         before = limit_now()
-        s = worker_settings(bootstrap, cfg.model_dir, redis_url=redis_url, batch_size=b,
-                            max_wait_ms=cfg.max_wait_ms, topic_partitions=p)
-        ensure(s)
-        out = Outputs(s.output_topic, s.dlq_topic)
-        reader = Reader(bootstrap, s.output_topic, s.dlq_topic)
-        reader.on_record = out
-        reader.start()
-        ids = [f"r{k}-{i}" for i in range(cfg.messages)]
-        produce(bootstrap, s.input_topic,
-                [(i.encode(), message(i, t)) for i, t in zip(ids, pool.take(cfg.messages), strict=True)], partitions=p)
+        s, out, reader, ids, _ = backlog(cfg, bootstrap, redis_url, pool, f"r{k}")
         w = start_worker(cfg, s, f"worker-repeat{k}.log")
         try:
             t_ready = w.wait_ready(120)
@@ -234,17 +237,7 @@ def worker_runs(cfg: BenchConfig, bootstrap: str, broker_pid: int | None, redis_
                 pool: TextPool, limit: dict) -> dict:
     b, p = cfg.batch_size, cfg.partitions
     limit_b = limit[f"limit_b{b}_docs_per_s"]
-    s = worker_settings(bootstrap, cfg.model_dir, redis_url=redis_url, batch_size=b, max_wait_ms=cfg.max_wait_ms,
-                        topic_partitions=p)
-    ensure(s)
-    out = Outputs(s.output_topic, s.dlq_topic)
-    reader = Reader(bootstrap, s.output_topic, s.dlq_topic)
-    reader.on_record = out
-    reader.start()
-    texts = pool.take(cfg.messages)
-    ids = [f"m-{i}" for i in range(cfg.messages)]
-    produce(bootstrap, s.input_topic, [(i.encode(), message(i, t)) for i, t in zip(ids, texts, strict=True)],
-            partitions=p)
+    s, out, reader, ids, texts = backlog(cfg, bootstrap, redis_url, pool, "m")
     cfg.log(f"pre-produced {len(ids)} messages into {s.input_topic} ({p} partitions); starting the worker")
     t_start = time.time()
     w = start_worker(cfg, s, "worker-main.log")

@@ -369,21 +369,21 @@ def test_tokenizer_process_matches_the_models_tokenizer_and_survives_its_child()
     local = Tokenizer()
     proc = TokenizerProcess()
     try:
-        assert proc.tokenize(local.to_config(), 256, texts) == [local.tokenize(t) for t in texts]
-        assert proc.tokenize(local.to_config(), 2, texts[:1]) == [local.tokenize(texts[0])[:2]]
+        assert proc.tokenize("a", local.to_config(), 256, texts) == [local.tokenize(t) for t in texts]
+        assert proc.tokenize("a", local.to_config(), 2, texts[:1]) == [local.tokenize(texts[0])[:2]]
         # Another config in the same child: its own stop words apply.
         other = Tokenizer(stopwords=frozenset({"利息"}))
-        assert "利息" not in proc.tokenize(other.to_config(), 256, texts[:1])[0]
+        assert "利息" not in proc.tokenize("b", other.to_config(), 256, texts[:1])[0]
         # A request the child cannot serve fails alone; the child stays.
         assert proc._proc is not None
         pid = proc._proc.pid
         with pytest.raises(RuntimeError, match="tokenizer process"):
-            proc.tokenize(local.to_config(), "x", texts[:1])  # type: ignore[arg-type]
+            proc.tokenize("a", local.to_config(), "x", texts[:1])  # type: ignore[arg-type]
         assert proc._proc.pid == pid
         # A child that died is replaced by the next call (the new one is sent the config again).
         proc._proc.kill()
         proc._proc.wait()
-        assert proc.tokenize(local.to_config(), 256, texts[:1]) == [local.tokenize(texts[0])]
+        assert proc.tokenize("a", local.to_config(), 256, texts[:1]) == [local.tokenize(texts[0])]
         assert proc._proc.pid != pid
     finally:
         proc.close()

@@ -152,8 +152,8 @@ class Pipeline:
         ahead = settings.tokenize_ahead
         self.tokenize_ahead = (models.current.device.startswith("cuda") or usable_cpus() > 1) if ahead is None \
             else ahead
-        in_process = settings.tokenizer_process
-        self.tokenizer = TokenizerProcess() if self.tokenize_ahead and (in_process is None or in_process) else None
+        self.tokenizer = TokenizerProcess() if self.tokenize_ahead and settings.tokenizer_process is not False \
+            else None
         self._stop = threading.Event()
         self.hurry = threading.Event()  # set while draining: batches go out without waiting
         self._deliver_busy = False
@@ -214,7 +214,8 @@ class Pipeline:
             # Start the child and load jieba's dictionary now, not inside the first batch's latency.
             predictor = self.models.current.predictor
             try:
-                self.tokenizer.tokenize(predictor.artifact.tokenizer_config, predictor.max_len, ["预热"])
+                self.tokenizer.tokenize(self.models.current.version, predictor.artifact.tokenizer_config,
+                                        predictor.max_len, ["预热"])
             except Exception as exc:
                 log.warning("tokenizer process warm-up failed (%r); it is retried with the first batch", exc)
         while not self._stop.is_set():
@@ -257,7 +258,8 @@ class Pipeline:
         texts = [j.complaint.text for j in todo]  # type: ignore[union-attr]
         try:
             if self.tokenizer is not None:
-                tokens = self.tokenizer.tokenize(predictor.artifact.tokenizer_config, predictor.max_len, texts)
+                tokens = self.tokenizer.tokenize(work.model.version, predictor.artifact.tokenizer_config,
+                                                 predictor.max_len, texts)
             else:
                 tokens = predictor.tokenize(texts)
             for job, toks in zip(todo, tokens, strict=True):

@@ -2,8 +2,9 @@
 
 jieba is pure Python. In a thread of the worker it holds the GIL that the model thread needs
 between torch ops: measured on the bench model, a tokeniser thread running flat out made inference
-3.7x slower per document (3.40 → 12.52 ms). A child process tokenises the next micro-batches while
-the model thread runs; the prepare thread waits on a pipe, which releases the GIL.
+4.3x slower per document (2.91 → 12.45 ms; `python -m bench.worker_costs`). A child process
+tokenises the next micro-batches while the model thread runs; the prepare thread waits on a pipe,
+which releases the GIL.
 
 A plain child over a pipe (JSON lines) rather than multiprocessing: it imports only fmlc.text (no
 torch, no Kafka client, no re-import of the worker's main module) and exits by itself when the
@@ -13,7 +14,6 @@ tokenizer config, so a reloaded model with other stop words gets a tokenizer of 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import subprocess
@@ -29,7 +29,7 @@ class TokenizerProcess:
 
     def __init__(self) -> None:
         self._proc: subprocess.Popen[bytes] | None = None
-        self._known: set[str] = set()  # config ids the current child has been sent
+        self._known: set[str] = set()  # keys whose config the current child has been sent
 
     def _child(self) -> subprocess.Popen[bytes]:
         if self._proc is None or self._proc.poll() is not None:
@@ -38,12 +38,12 @@ class TokenizerProcess:
             self._known = set()
         return self._proc
 
-    def tokenize(self, tokenizer_config: dict, max_len: int, texts: list[str]) -> list[list[str]]:
-        config_json = json.dumps(tokenizer_config, sort_keys=True, ensure_ascii=False)
-        config_id = hashlib.sha1(config_json.encode()).hexdigest()
+    def tokenize(self, key: str, tokenizer_config: dict, max_len: int, texts: list[str]) -> list[list[str]]:
+        """`key` names the config (the model version): the config, a few hundred stop words, crosses
+        the pipe once per child and key, not with every micro-batch."""
         proc = self._child()
-        request: dict = {"config_id": config_id, "max_len": max_len, "texts": texts}
-        if config_id not in self._known:
+        request: dict = {"key": key, "max_len": max_len, "texts": texts}
+        if key not in self._known:
             request["config"] = tokenizer_config
         try:
             assert proc.stdin is not None and proc.stdout is not None
@@ -56,7 +56,7 @@ class TokenizerProcess:
         if not line:
             self._lost("it exited")
             raise RuntimeError("tokenizer process exited")
-        self._known.add(config_id)
+        self._known.add(key)
         reply = json.loads(line)
         if "error" in reply:
             raise RuntimeError(f"tokenizer process: {reply['error']}")
@@ -88,8 +88,8 @@ def serve(stdin: IO[bytes], stdout: IO[bytes]) -> None:
         try:
             req = json.loads(line)
             if "config" in req:
-                tokenizers[req["config_id"]] = Tokenizer.from_config(req["config"])
-            tok = tokenizers[req["config_id"]]
+                tokenizers[req["key"]] = Tokenizer.from_config(req["config"])
+            tok = tokenizers[req["key"]]
             max_len = req["max_len"]
             reply: dict = {"tokens": [tok.tokenize(t)[:max_len] for t in req["texts"]]}
         except Exception as exc:  # one bad batch must not end the child: the caller retries text by text
