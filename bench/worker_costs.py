@@ -4,13 +4,16 @@
    before cutting forward passes of 64 (W = 64 is an arrival-order micro-batch; the worker merges up
    to sort_window micro-batches under a backlog).
 2. GIL contention: inference per document alone, and while a thread of the same process tokenises
-   other texts flat out with jieba (pure Python) — why the worker tokenises in a child process.
+   other texts with jieba (pure Python), flat out or 15% of the time, at CPython's default GIL switch
+   interval (5 ms) and at the worker's (0.05 ms) — why the worker tokenises in a child process and
+   shortens the switch interval.
 
     python -m bench.worker_costs     → bench/results/worker_costs.{json,md}
 """
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 
@@ -21,6 +24,8 @@ from bench.streamkit import ccks_texts
 
 NAME = "worker_costs"
 WINDOWS = (64, 128, 256, 512, 1024, 4096)
+DUTIES = (1.0, 0.15)  # flat out; about what py-spy saw the worker's other threads hold
+FAST_SWITCH_S = 0.00005
 
 
 def padding_by_window(lengths: list[int], batch: int, budget: int | None) -> dict[int, float]:
@@ -51,36 +56,58 @@ def main() -> None:
         return 1000 * (time.perf_counter() - t0) / len(work)
 
     alone = min(infer_ms_per_doc() for _ in range(2))
-    stop = threading.Event()
-    done = [0]
+    default_interval = sys.getswitchinterval()
 
-    def tokenise_flat_out() -> None:
-        i = 0
-        while not stop.is_set():
-            pred.tokenize(other[i : i + 64])
-            i = (i + 64) % max(64, len(other) - 64)
-            done[0] += 64
+    def contended(duty: float, interval_s: float) -> tuple[float, int]:
+        """Inference per document while a thread of this process tokenises other texts with jieba,
+        busy `duty` of the time (in bursts of one 64-text chunk), at the given GIL switch interval."""
+        stop = threading.Event()
+        done = [0]
 
-    th = threading.Thread(target=tokenise_flat_out, daemon=True)
-    th.start()
-    try:
-        contended = min(infer_ms_per_doc() for _ in range(2))
-    finally:
-        stop.set()
-        th.join()
+        def tokenise() -> None:
+            i = 0
+            while not stop.is_set():
+                t0 = time.perf_counter()
+                pred.tokenize(other[i : i + 64])
+                i = (i + 64) % max(64, len(other) - 64)
+                done[0] += 64
+                if duty < 1:
+                    stop.wait((time.perf_counter() - t0) * (1 - duty) / duty)
+
+        sys.setswitchinterval(interval_s)
+        th = threading.Thread(target=tokenise, daemon=True)
+        th.start()
+        try:
+            return min(infer_ms_per_doc() for _ in range(2)), done[0]
+        finally:
+            stop.set()
+            th.join()
+            sys.setswitchinterval(default_interval)
+
+    grid = []
+    for duty in DUTIES:
+        for interval in (default_interval, FAST_SWITCH_S):
+            ms, n = contended(duty, interval)
+            grid.append({"tokeniser_duty": duty, "switch_interval_ms": 1000 * interval, "inference_ms_per_doc": ms,
+                         "slowdown": ms / alone, "texts_tokenised_meanwhile": n})
     payload = {"model_dir": str(model_dir), "docs_for_padding": len(lengths), "batch_size": 64,
                "predictor_max_batch_tokens": pred.max_batch_tokens,
                "padded_over_real_tokens_by_window": {str(k): v for k, v in padding.items()},
-               "docs_for_inference": len(work), "inference_ms_per_doc_alone": alone,
-               "inference_ms_per_doc_with_tokeniser_thread": contended, "slowdown": contended / alone,
-               "texts_tokenised_by_the_thread_meanwhile": done[0]}
+               "docs_for_inference": len(work), "inference_ms_per_doc_alone": alone, "contention": grid}
     md = ["# Worker costs: padding by sort window, GIL contention (torch 1 thread, bench model, ccks texts)", "",
           "| sort window (texts sorted together, forward passes of 64) | padded / real tokens |", "|---|---|",
           *[f"| {w} | {v:.2f}x |" for w, v in padding.items()], "",
-          f"Inference over {len(work)} tokenised texts: {alone:.2f} ms per document alone, {contended:.2f} ms while "
-          f"a thread of the same process tokenises other texts with jieba ({contended / alone:.2f}x slower; "
-          f"{done[0]} texts tokenised meanwhile). jieba is pure Python and holds the GIL that the model thread "
-          "needs between torch ops, so the worker tokenises in a child process (worker/tokenizing.py)."]
+          f"Inference over {len(work)} tokenised texts: {alone:.2f} ms per document alone. While a thread of the "
+          "same process tokenises other texts with jieba (pure Python: it holds the GIL the model thread needs "
+          "between torch ops), busy all the time or in bursts a part of it, at the interpreter's GIL switch "
+          f"interval ({1000 * default_interval:g} ms) and at the worker's ({1000 * FAST_SWITCH_S:g} ms, "
+          "FMLC_GIL_SWITCH_INTERVAL_MS):", "",
+          "| tokeniser thread busy | switch interval | inference ms/doc | slowdown | texts tokenised meanwhile |",
+          "|---|---|---|---|---|",
+          *[f"| {g['tokeniser_duty']:.0%} | {g['switch_interval_ms']:g} ms | {g['inference_ms_per_doc']:.2f} | "
+            f"{g['slowdown']:.2f}x | {g['texts_tokenised_meanwhile']} |" for g in grid], "",
+          "The worker tokenises in a child process (worker/tokenizing.py); its other threads (delivery, "
+          "cache, the consume loop) still run Python beside the model thread."]
     write_results(NAME, payload, md)
     print("\n".join(md))
 

@@ -64,7 +64,7 @@ NAME = "worker_throughput"
 class BenchConfig:
     model_dir: Path
     texts: list[str]
-    messages: int = 4000
+    messages: int = 6000
     batch_size: int = 64
     max_wait_ms: int = 25
     partitions: int = 2
@@ -72,7 +72,7 @@ class BenchConfig:
     limit_b1_docs: int = 400
     limit_repeat: int = 2
     naive_messages: int = 400
-    repeats: int = 3  # extra throughput runs, each between two limit measurements
+    repeats: int = 5  # extra throughput runs, each between two limit measurements
     load_levels: tuple[float, ...] = (0.25, 0.5, 0.9)
     level_seconds: float = 25.0
     scaling: bool = True
@@ -117,10 +117,13 @@ class Outputs:
                  f"{what} ({self.have(ids)}/{len(ids)} outputs)", interval=0.02)
 
 
-def start_worker(cfg: BenchConfig, settings: Any, log_name: str) -> WorkerProcess | ThreadWorker:
+def start_worker(cfg: BenchConfig, settings: Any, log_name: str,
+                 extra_env: dict[str, str] | None = None) -> WorkerProcess | ThreadWorker:
     if cfg.worker_mode == "thread":
+        if extra_env:
+            raise ValueError("environment overrides need worker_mode='process'")
         return ThreadWorker(settings).start()
-    return WorkerProcess(settings, cfg.workdir / log_name)
+    return WorkerProcess(settings, cfg.workdir / log_name, extra_env=extra_env)
 
 
 # --- the limit ---------------------------------------------------------------------------------------
@@ -204,33 +207,45 @@ def repeated_throughput(cfg: BenchConfig, bootstrap: str, redis_url: str | None,
     """The worker's throughput `cfg.repeats` times, each run between two measurements of the limit.
     This VM's speed drifts by 10-20% within minutes, so a ratio of neighbours is steadier than one of
     measurements minutes apart; each run is divided by the higher of its two neighbours."""
-    b = cfg.batch_size
-
-    def limit_now() -> float:
-        return rate(lambda: predictor.predict(limit_texts, batch_size=b), len(limit_texts), repeat=2)
-
     runs = []
     for k in range(cfg.repeats):
-        before = limit_now()
-        s, out, reader, ids, _ = backlog(cfg, bootstrap, redis_url, pool, f"r{k}")
-        w = start_worker(cfg, s, f"worker-repeat{k}.log")
-        try:
-            t_ready = w.wait_ready(120)
-            out.wait(ids, max(120.0, 20 * cfg.messages / max(before, 1.0)), f"repeat {k} outputs")
-            t_done = max(out.read_at[i] for i in ids)
-            w.terminate()
-        finally:
-            if w.alive():
-                w.kill()
-            reader.close()
-        after = limit_now()
-        dps = len(ids) / (t_done - t_ready)
-        runs.append({"limit_before_docs_per_s": before, "limit_after_docs_per_s": after, "worker_docs_per_s": dps,
-                     "worker_vs_limit": dps / max(before, after), "duplicates": out.duplicates})
-        cfg.log(f"repeat {k}: worker {dps:.1f} docs/s between limits {before:.1f} and {after:.1f} "
+        runs.append(between_limits(cfg, bootstrap, redis_url, pool, predictor, limit_texts, f"r{k}"))
+        cfg.log(f"repeat {k}: worker {runs[-1]['worker_docs_per_s']:.1f} docs/s between limits "
+                f"{runs[-1]['limit_before_docs_per_s']:.1f} and {runs[-1]['limit_after_docs_per_s']:.1f} "
                 f"→ {runs[-1]['worker_vs_limit']:.3f}")
     ratios = [r["worker_vs_limit"] for r in runs]
     return {"runs": runs, "median": statistics.median(ratios), "min": min(ratios), "max": max(ratios)}
+
+
+def between_limits(cfg: BenchConfig, bootstrap: str, redis_url: str | None, pool: TextPool, predictor: Any,
+                   limit_texts: list[str], prefix: str, extra_env: dict[str, str] | None = None) -> dict:
+    """One worker run over a fresh backlog, timed from /readyz to its last output, divided by the
+    higher of the limits measured just before and just after it."""
+    def limit_now() -> float:
+        return rate(lambda: predictor.predict(limit_texts, batch_size=cfg.batch_size), len(limit_texts), repeat=2)
+
+    before = limit_now()
+    s, out, reader, ids, _ = backlog(cfg, bootstrap, redis_url, pool, prefix)
+    w = start_worker(cfg, s, f"worker-{prefix}.log", extra_env)
+    try:
+        t_ready = w.wait_ready(120)
+        m0 = w.metrics()
+        out.wait(ids, max(120.0, 20 * cfg.messages / max(before, 1.0)), f"{prefix} outputs")
+        t_done = max(out.read_at[i] for i in ids)
+        stages = _stage_totals(m0, w.metrics())
+        w.terminate()
+    finally:
+        if w.alive():
+            w.kill()
+        reader.close()
+    after = limit_now()
+    dps = len(ids) / (t_done - t_ready)
+    # The model stage's own time per document (its calls, through the pipe where the model runs in a
+    # child): the worker's bottleneck, so the number a change to it should move.
+    return {"limit_before_docs_per_s": before, "limit_after_docs_per_s": after, "worker_docs_per_s": dps,
+            "worker_vs_limit": dps / max(before, after), "duplicates": out.duplicates,
+            "model_stage_ms_per_doc": 1000 * stages["inference_seconds"] / len(ids),
+            "model_stage_busy": stages["inference_seconds"] / (t_done - t_ready)}
 
 
 def worker_runs(cfg: BenchConfig, bootstrap: str, broker_pid: int | None, redis_url: str | None,
@@ -775,7 +790,7 @@ def plot(p: dict, path: Path) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", type=Path, default=REPO / "runs" / "bench-model")
-    ap.add_argument("--messages", type=int, default=4000)
+    ap.add_argument("--messages", type=int, default=6000)
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--max-wait-ms", type=int, default=25)
     ap.add_argument("--partitions", type=int, default=2)
@@ -783,7 +798,7 @@ def main() -> None:
     ap.add_argument("--naive-messages", type=int, default=400)
     ap.add_argument("--scaling-messages", type=int, default=3000)
     ap.add_argument("--no-scaling", action="store_true")
-    ap.add_argument("--repeats", type=int, default=3, help="throughput runs between two limit measurements each")
+    ap.add_argument("--repeats", type=int, default=5, help="throughput runs between two limit measurements each")
     ap.add_argument("--no-redis", action="store_true", help="no cache at all (and no cached pass)")
     args = ap.parse_args()
 

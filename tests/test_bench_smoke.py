@@ -57,3 +57,32 @@ def test_throughput_bench_core_runs_and_reports_sane_numbers(kafka_broker, worke
     assert p["scaling"] is None and p["scaling_on_paper"]["table"]
     json.dumps(p)  # the payload is what write_results stores
     assert any("worker_vs_limit" in line for line in markdown(p))
+
+
+def test_worker_ab_interleaves_variants_and_passes_their_settings(kafka_broker, worker_model_dir: Path,  # noqa: ANN001
+                                                                  tmp_path: Path) -> None:
+    from bench.worker_ab import markdown, parse_variant, run_ab
+    from bench.worker_throughput import BenchConfig
+    from training.synth import generate
+
+    assert parse_variant("fast:FMLC_BATCH_SIZE=16,FMLC_GIL_SWITCH_INTERVAL_MS=null") == (
+        "fast", {"FMLC_BATCH_SIZE": "16", "FMLC_GIL_SWITCH_INTERVAL_MS": "null"})
+    assert parse_variant("plain:") == parse_variant("plain") == ("plain", {})
+    for bad in (":FMLC_X=1", "x:BATCH_SIZE=1", "x:FMLC_X"):
+        with pytest.raises(SystemExit):
+            parse_variant(bad)
+
+    texts = list(dict.fromkeys(d["text"] for d in generate(800, 4)))
+    cfg = BenchConfig(model_dir=worker_model_dir, texts=texts, messages=120, batch_size=32, limit_docs=100,
+                      redis=False, bootstrap=kafka_broker.bootstrap, workdir=tmp_path, log=lambda _msg: None)
+    variants = {"default": {}, "b16": {"FMLC_BATCH_SIZE": "16"}}
+    p = run_ab(cfg, variants, rounds=2)
+    assert list(p["summary"]) == ["default", "b16"]
+    for name, s in p["summary"].items():
+        runs = p["runs"][name]
+        assert len(runs) == 2 and all(r["duplicates"] == 0 for r in runs)
+        assert s["ratios"] == [r["worker_vs_limit"] for r in runs] and s["min"] <= s["median"] <= s["max"]
+    assert any("| b16 | FMLC_BATCH_SIZE=16 |" in line for line in markdown(p))
+    # the variant's settings reach the worker process: an invalid one stops it from starting
+    with pytest.raises(RuntimeError, match="worker exited"):
+        run_ab(cfg, {"broken": {"FMLC_BATCH_SIZE": "0"}}, rounds=1)

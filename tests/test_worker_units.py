@@ -260,26 +260,27 @@ def test_cache_round_trip_normalised_key_and_outage_backoff() -> None:
     try:
         cache = LabelCache(server.url, ttl_s=60, metrics=metrics, prefix="unit", socket_timeout_s=0.05, retry_s=0.3)
         labels = [LabelOut(label="暴力催收", score=0.9, evidence=["催收"])]
-        assert cache.get_many(["平台暴力催收"], "v1") == [None]
-        cache.put_many([("平台暴力催收", labels)], "v1")
+        key = cache.key("平台暴力催收", "v1")
+        assert cache.get_many([key]) == [None]
+        cache.put_many([(key, labels)])
         # full-width letters / case / spacing variants share the entry; another model version does not
-        assert cache.get_many(["  平台暴力催收 ", "平台暴力催收"], "v1") == [labels, labels]
-        assert cache.get_many(["平台暴力催收"], "v2") == [None]
+        assert cache.get_many([cache.key("  平台暴力催收 ", "v1"), key]) == [labels, labels]
+        assert cache.get_many([cache.key("平台暴力催收", "v2")]) == [None]
         assert cache.key("ＡＢＣ 借款", "v1") == cache.key("abc   借款", "v1")
         assert metrics.value("fmlc_cache_requests_total", {"result": "hit"}) == 2
         assert metrics.value("fmlc_cache_requests_total", {"result": "miss"}) == 2
 
         server.process.send_signal(19)  # SIGSTOP: Redis hangs instead of refusing — the worse case
         t0 = time.monotonic()
-        assert cache.get_many(["平台暴力催收"], "v1") == [None]
-        assert cache.get_many(["平台暴力催收"], "v1") == [None]  # in back-off: no network call at all
-        cache.put_many([("x", labels)], "v1")
+        assert cache.get_many([key]) == [None]
+        assert cache.get_many([key]) == [None]  # in back-off: no network call at all
+        cache.put_many([(cache.key("x", "v1"), labels)])
         assert time.monotonic() - t0 < 0.5, "an outage costs one short timeout, then nothing"
         assert metrics.value("fmlc_cache_errors_total") == 1
         assert metrics.value("fmlc_cache_requests_total", {"result": "error"}) == 2
         server.process.send_signal(18)  # SIGCONT
         time.sleep(0.35)
-        assert cache.get_many(["平台暴力催收"], "v1") == [labels], "the cache comes back after the back-off"
+        assert cache.get_many([key]) == [labels], "the cache comes back after the back-off"
     finally:
         server.stop()
 
@@ -384,6 +385,42 @@ def test_tokenizer_process_matches_the_models_tokenizer_and_survives_its_child()
         proc._proc.kill()
         proc._proc.wait()
         assert proc.tokenize("a", local.to_config(), 256, texts[:1]) == [local.tokenize(texts[0])]
+        assert proc._proc.pid != pid
+    finally:
+        proc.close()
+    assert proc._proc is None
+
+
+def test_model_process_predicts_like_the_model_and_refuses_other_versions(worker_model_dir: Path) -> None:
+    from fmlc import Predictor
+    from worker.inference import ChildUnavailable, InferenceProcess
+
+    local = Predictor.load(worker_model_dir, device="cpu", threads=1)
+    tokens = local.tokenize(["借款平台客服电话打不通，利息太高！！", "暴力催收，天天打电话骚扰家人", "", "提现一直不到账"])
+    expected = local.predict_tokens(tokens, batch_size=2)
+    proc = InferenceProcess(threads=1)
+    try:
+        got = proc.predict_tokens(worker_model_dir, local.version, tokens, 2)
+        assert [p.names for p in got] == [p.names for p in expected]
+        for g, e in zip(got, expected, strict=True):
+            assert [ls.evidence for ls in g.labels] == [ls.evidence for ls in e.labels]
+            assert [ls.score for ls in g.labels] == pytest.approx([ls.score for ls in e.labels], abs=1e-6)
+        assert proc._proc is not None
+        pid = proc._proc.pid
+        # A version the artifact on disk does not hold is refused (the caller predicts itself), and
+        # not asked for again at every batch.
+        with pytest.raises(ChildUnavailable, match="not-on-disk"):
+            proc.predict_tokens(worker_model_dir, "not-on-disk", tokens, 2)
+        assert "not-on-disk" in proc._refused
+        # A batch the model cannot run fails alone; the child stays.
+        with pytest.raises(RuntimeError, match="model process"):
+            proc.predict_tokens(worker_model_dir, local.version, tokens, "two")  # type: ignore[arg-type]
+        assert proc._proc.pid == pid
+        # A child that died is replaced by the next call, which loads the model again.
+        proc._proc.kill()
+        proc._proc.wait()
+        assert [p.names for p in proc.predict_tokens(worker_model_dir, local.version, tokens, 2)] == \
+            [p.names for p in expected]
         assert proc._proc.pid != pid
     finally:
         proc.close()

@@ -18,6 +18,7 @@ import logging
 import os
 import queue
 import signal
+import sys
 import threading
 import time
 from collections import defaultdict
@@ -472,6 +473,8 @@ def run_worker(settings: WorkerSettings) -> int:
                             format="%(asctime)s %(levelname)s %(name)s %(message)s")
         logging.getLogger("kafka").setLevel(logging.WARNING)
     log.info("settings: %s", settings.redacted())
+    if settings.gil_switch_interval_ms is not None:
+        sys.setswitchinterval(settings.gil_switch_interval_ms / 1000)
     app = WorkerApp(settings)
     stops = 0
 

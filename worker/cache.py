@@ -59,19 +59,19 @@ class LabelCache:
         with self._lock:
             return self._clock() >= self._down_until
 
-    def get_many(self, texts: Sequence[str], model_version: str) -> list[list[LabelOut] | None]:
-        """One MGET for the batch; a None entry is a miss (or the cache is down)."""
-        if not texts:
+    def get_many(self, keys: Sequence[str]) -> list[list[LabelOut] | None]:
+        """One MGET for the batch (keys from `key`); a None entry is a miss (or the cache is down)."""
+        if not keys:
             return []
         if not self.available:
-            self.metrics.cache_requests.labels(result="error").inc(len(texts))
-            return [None] * len(texts)
+            self.metrics.cache_requests.labels(result="error").inc(len(keys))
+            return [None] * len(keys)
         try:
-            raw = self._client.mget([self.key(t, model_version) for t in texts])
+            raw = self._client.mget(list(keys))
         except Exception as exc:  # noqa: BLE001 - the cache is an optimisation: any failure means "no cache"
             self._failed(exc)
-            self.metrics.cache_requests.labels(result="error").inc(len(texts))
-            return [None] * len(texts)
+            self.metrics.cache_requests.labels(result="error").inc(len(keys))
+            return [None] * len(keys)
         self._succeeded()
         out: list[list[LabelOut] | None] = []
         for value in raw:
@@ -82,14 +82,15 @@ class LabelCache:
         self.metrics.cache_requests.labels(result="miss").inc(len(out) - hits)
         return out
 
-    def put_many(self, entries: Sequence[tuple[str, list[LabelOut]]], model_version: str) -> None:
+    def put_many(self, entries: Sequence[tuple[str, list[LabelOut]]]) -> None:
+        """(key, labels) pairs, the keys those of the look-up (the text is normalised and hashed once)."""
         if not entries or not self.available:
             return
         try:
             pipe = self._client.pipeline(transaction=False)
-            for text, labels in entries:
+            for key, labels in entries:
                 payload = json.dumps([lab.model_dump() for lab in labels], ensure_ascii=False)
-                pipe.set(self.key(text, model_version), payload, ex=self.ttl_s)
+                pipe.set(key, payload, ex=self.ttl_s)
             pipe.execute()
         except Exception as exc:  # noqa: BLE001 - as in get_many: a cache failure must never stop the stream
             self._failed(exc)

@@ -30,6 +30,7 @@ from fmlc import OutOfMemoryError, Prediction
 from worker.alerts import AlertRules
 from worker.batching import MicroBatcher
 from worker.cache import LabelCache
+from worker.inference import ChildUnavailable, InferenceProcess
 from worker.messages import (
     Alert,
     Classified,
@@ -44,7 +45,7 @@ from worker.messages import (
     utcnow,
 )
 from worker.metrics import WorkerMetrics
-from worker.model import ModelWatcher, ServedModel, usable_cpus
+from worker.model import ModelWatcher, ServedModel, default_cpu_threads, usable_cpus
 from worker.offsets import Epochs
 from worker.settings import WorkerSettings
 from worker.tokenizing import TokenizerProcess
@@ -69,6 +70,7 @@ class Job:
     tokens: list[str] | None = None
     labels: list[LabelOut] | None = None
     cached: bool = False
+    cache_key: str | None = None  # set at look-up, reused to store the fresh result
 
 
 @dataclass(eq=False)
@@ -154,6 +156,8 @@ class Pipeline:
             else ahead
         self.tokenizer = TokenizerProcess() if self.tokenize_ahead and settings.tokenizer_process is not False \
             else None
+        wanted = settings.model_process if settings.model_process is not None else self.tokenizer is not None
+        self.inference = InferenceProcess(models.threads or default_cpu_threads()) if wanted else None
         self._stop = threading.Event()
         self.hurry = threading.Event()  # set while draining: batches go out without waiting
         self._deliver_busy = False
@@ -174,6 +178,8 @@ class Pipeline:
             t.join(max(0.0, deadline - time.monotonic()))
         if self.tokenizer is not None:
             self.tokenizer.close()
+        if self.inference is not None:
+            self.inference.close()
 
     def _guard(self, target: Callable[[], None]) -> Callable[[], None]:
         def run() -> None:
@@ -241,7 +247,9 @@ class Pipeline:
         valid = [j for j in work.jobs if j.complaint is not None]
         if self.cache is not None and valid:
             t0 = time.perf_counter()
-            hits = self.cache.get_many([j.complaint.text for j in valid], work.model.version)  # type: ignore[union-attr]
+            for j in valid:
+                j.cache_key = self.cache.key(j.complaint.text, work.model.version)  # type: ignore[union-attr]
+            hits = self.cache.get_many([j.cache_key for j in valid])  # type: ignore[misc]
             work.cache_s = time.perf_counter() - t0
             for job, labels in zip(valid, hits, strict=True):
                 if labels is not None:
@@ -278,6 +286,11 @@ class Pipeline:
     # --- stage 2: the model -----------------------------------------------------------------------
     def _infer_loop(self) -> None:
         max_jobs = self.s.batch_size * self.s.sort_window
+        if self.inference is not None and self._in_child(self.models.current):
+            try:  # the child loads the model now, not inside the first batch's latency
+                self.inference.load(self.models.current.path, self.models.current.version)  # type: ignore[arg-type]
+            except ChildUnavailable as exc:
+                log.warning("%s; the model runs in this process until it can", exc)
         while not self._stop.is_set():
             work, self._carry = self._carry, None
             if work is None:
@@ -313,7 +326,7 @@ class Pipeline:
         """Predict; on CUDA out-of-memory (or any error) split the batch in halves and retry, down to
         single texts, so one oversized batch or one poisonous text fails alone."""
         try:
-            return list(model.predictor.predict_tokens(tokens, batch_size=self.s.batch_size))
+            return list(self._call_model(model, tokens))
         except OutOfMemoryError as exc:
             self.metrics.oom.inc()
             log.warning("out of memory on %s for %d texts; splitting", model.device, len(tokens))
@@ -325,6 +338,18 @@ class Pipeline:
             log.warning("inference failed for a batch of %d (%r); splitting to isolate", len(tokens), exc)
         mid = len(tokens) // 2
         return self._predict(model, tokens[:mid]) + self._predict(model, tokens[mid:])
+
+    def _in_child(self, model: ServedModel) -> bool:
+        return self.inference is not None and model.path is not None and model.device == "cpu"
+
+    def _call_model(self, model: ServedModel, tokens: list[list[str]]) -> list[Prediction]:
+        if self._in_child(model):
+            try:
+                return self.inference.predict_tokens(model.path, model.version, tokens,  # type: ignore[union-attr,arg-type]
+                                                     self.s.batch_size)
+            except ChildUnavailable as exc:
+                log.warning("%s; predicting %d texts in this process", exc, len(tokens))
+        return model.predictor.predict_tokens(tokens, batch_size=self.s.batch_size)
 
     # --- stage 3: publish, acknowledge, hand back ------------------------------------------------
     def _deliver_loop(self) -> None:
@@ -441,8 +466,8 @@ class Pipeline:
                 m.messages.labels(outcome="cached" if job.cached else "ok").inc()
                 for lab in job.labels:
                     m.predicted_labels.labels(label=lab.label).inc()
-                if not job.cached:
-                    fresh.append((job.complaint.text, job.labels))
+                if not job.cached and job.cache_key is not None:
+                    fresh.append((job.cache_key, job.labels))
             if job.timestamp_ms and job.timestamp_ms > 0:
                 m.end_to_end.observe(max(0.0, now_wall - job.timestamp_ms / 1000))
         for topic, severity in fired:
@@ -451,7 +476,7 @@ class Pipeline:
         self.done.put(Completion([(j.tp, j.offset, j.epoch) for j in jobs]))
         if self.cache is not None and fresh:
             # After the acks: a crash between produce and cache store costs a recomputation only.
-            self.cache.put_many(fresh, work.model.version)
+            self.cache.put_many(fresh)
 
 
 __all__ = ["Completion", "FatalError", "Job", "Pipeline", "Rewind", "Work", "merge_waiting"]
