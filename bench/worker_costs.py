@@ -5,8 +5,7 @@
    to sort_window micro-batches under a backlog).
 2. GIL contention: inference per document alone, and while a thread of the same process tokenises
    other texts with jieba (pure Python), flat out or 15% of the time, at CPython's default GIL switch
-   interval (5 ms) and at the worker's (0.05 ms) — why the worker tokenises in a child process and
-   shortens the switch interval.
+   interval (5 ms) and at 0.05 ms — why the worker tokenises in a child process.
 
     python -m bench.worker_costs     → bench/results/worker_costs.{json,md}
 """
@@ -100,8 +99,8 @@ def main() -> None:
           f"Inference over {len(work)} tokenised texts: {alone:.2f} ms per document alone. While a thread of the "
           "same process tokenises other texts with jieba (pure Python: it holds the GIL the model thread needs "
           "between torch ops), busy all the time or in bursts a part of it, at the interpreter's GIL switch "
-          f"interval ({1000 * default_interval:g} ms) and at the worker's ({1000 * FAST_SWITCH_S:g} ms, "
-          "FMLC_GIL_SWITCH_INTERVAL_MS):", "",
+          f"interval ({1000 * default_interval:g} ms) and at {1000 * FAST_SWITCH_S:g} ms "
+          "(FMLC_GIL_SWITCH_INTERVAL_MS):", "",
           "| tokeniser thread busy | switch interval | inference ms/doc | slowdown | texts tokenised meanwhile |",
           "|---|---|---|---|---|",
           *[f"| {g['tokeniser_duty']:.0%} | {g['switch_interval_ms']:g} ms | {g['inference_ms_per_doc']:.2f} | "

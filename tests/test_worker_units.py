@@ -391,37 +391,15 @@ def test_tokenizer_process_matches_the_models_tokenizer_and_survives_its_child()
     assert proc._proc is None
 
 
-def test_model_process_predicts_like_the_model_and_refuses_other_versions(worker_model_dir: Path) -> None:
-    from fmlc import Predictor
-    from worker.inference import ChildUnavailable, InferenceProcess
 
-    local = Predictor.load(worker_model_dir, device="cpu", threads=1)
-    tokens = local.tokenize(["借款平台客服电话打不通，利息太高！！", "暴力催收，天天打电话骚扰家人", "", "提现一直不到账"])
-    expected = local.predict_tokens(tokens, batch_size=2)
-    proc = InferenceProcess(threads=1)
-    try:
-        got = proc.predict_tokens(worker_model_dir, local.version, tokens, 2)
-        assert [p.names for p in got] == [p.names for p in expected]
-        for g, e in zip(got, expected, strict=True):
-            assert [ls.evidence for ls in g.labels] == [ls.evidence for ls in e.labels]
-            assert [ls.score for ls in g.labels] == pytest.approx([ls.score for ls in e.labels], abs=1e-6)
-        assert proc._proc is not None
-        pid = proc._proc.pid
-        # A version the artifact on disk does not hold is refused (the caller predicts itself), and
-        # not asked for again at every batch.
-        with pytest.raises(ChildUnavailable, match="not-on-disk"):
-            proc.predict_tokens(worker_model_dir, "not-on-disk", tokens, 2)
-        assert "not-on-disk" in proc._refused
-        # A batch the model cannot run fails alone; the child stays.
-        with pytest.raises(RuntimeError, match="model process"):
-            proc.predict_tokens(worker_model_dir, local.version, tokens, "two")  # type: ignore[arg-type]
-        assert proc._proc.pid == pid
-        # A child that died is replaced by the next call, which loads the model again.
-        proc._proc.kill()
-        proc._proc.wait()
-        assert [p.names for p in proc.predict_tokens(worker_model_dir, local.version, tokens, 2)] == \
-            [p.names for p in expected]
-        assert proc._proc.pid != pid
-    finally:
-        proc.close()
-    assert proc._proc is None
+def test_gil_switch_interval_setting_defaults_to_the_interpreter(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pydantic import ValidationError
+
+    from worker.settings import WorkerSettings
+
+    assert WorkerSettings().gil_switch_interval_ms is None
+    monkeypatch.setenv("FMLC_GIL_SWITCH_INTERVAL_MS", "0.05")
+    assert WorkerSettings().gil_switch_interval_ms == 0.05
+    monkeypatch.setenv("FMLC_GIL_SWITCH_INTERVAL_MS", "0")
+    with pytest.raises(ValidationError, match="gil_switch_interval_ms"):
+        WorkerSettings()

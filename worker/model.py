@@ -26,7 +26,6 @@ class ServedModel:
     version: str
     device: str
     labels: tuple[str, ...]
-    path: Path | None = None  # the artifact it was loaded from (None: built in memory, e.g. in tests)
 
 
 def usable_cpus() -> int:
@@ -48,7 +47,7 @@ def load_model(path: Path, device: str | None, threads: int | None) -> ServedMod
     # here keeps the first real batch — and a reload's first batch — inside the latency target.
     predictor.predict(["预热：借款平台客服电话打不通，利息太高。"])
     return ServedModel(predictor=predictor, version=predictor.version, device=predictor.device,
-                       labels=tuple(predictor.labels), path=Path(path))
+                       labels=tuple(predictor.labels))
 
 
 class ModelWatcher:

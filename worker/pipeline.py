@@ -30,7 +30,6 @@ from fmlc import OutOfMemoryError, Prediction
 from worker.alerts import AlertRules
 from worker.batching import MicroBatcher
 from worker.cache import LabelCache
-from worker.inference import ChildUnavailable, InferenceProcess
 from worker.messages import (
     Alert,
     Classified,
@@ -45,7 +44,7 @@ from worker.messages import (
     utcnow,
 )
 from worker.metrics import WorkerMetrics
-from worker.model import ModelWatcher, ServedModel, default_cpu_threads, usable_cpus
+from worker.model import ModelWatcher, ServedModel, usable_cpus
 from worker.offsets import Epochs
 from worker.settings import WorkerSettings
 from worker.tokenizing import TokenizerProcess
@@ -156,8 +155,6 @@ class Pipeline:
             else ahead
         self.tokenizer = TokenizerProcess() if self.tokenize_ahead and settings.tokenizer_process is not False \
             else None
-        wanted = settings.model_process if settings.model_process is not None else self.tokenizer is not None
-        self.inference = InferenceProcess(models.threads or default_cpu_threads()) if wanted else None
         self._stop = threading.Event()
         self.hurry = threading.Event()  # set while draining: batches go out without waiting
         self._deliver_busy = False
@@ -178,8 +175,6 @@ class Pipeline:
             t.join(max(0.0, deadline - time.monotonic()))
         if self.tokenizer is not None:
             self.tokenizer.close()
-        if self.inference is not None:
-            self.inference.close()
 
     def _guard(self, target: Callable[[], None]) -> Callable[[], None]:
         def run() -> None:
@@ -286,11 +281,6 @@ class Pipeline:
     # --- stage 2: the model -----------------------------------------------------------------------
     def _infer_loop(self) -> None:
         max_jobs = self.s.batch_size * self.s.sort_window
-        if self.inference is not None and self._in_child(self.models.current):
-            try:  # the child loads the model now, not inside the first batch's latency
-                self.inference.load(self.models.current.path, self.models.current.version)  # type: ignore[arg-type]
-            except ChildUnavailable as exc:
-                log.warning("%s; the model runs in this process until it can", exc)
         while not self._stop.is_set():
             work, self._carry = self._carry, None
             if work is None:
@@ -326,7 +316,7 @@ class Pipeline:
         """Predict; on CUDA out-of-memory (or any error) split the batch in halves and retry, down to
         single texts, so one oversized batch or one poisonous text fails alone."""
         try:
-            return list(self._call_model(model, tokens))
+            return list(model.predictor.predict_tokens(tokens, batch_size=self.s.batch_size))
         except OutOfMemoryError as exc:
             self.metrics.oom.inc()
             log.warning("out of memory on %s for %d texts; splitting", model.device, len(tokens))
@@ -338,18 +328,6 @@ class Pipeline:
             log.warning("inference failed for a batch of %d (%r); splitting to isolate", len(tokens), exc)
         mid = len(tokens) // 2
         return self._predict(model, tokens[:mid]) + self._predict(model, tokens[mid:])
-
-    def _in_child(self, model: ServedModel) -> bool:
-        return self.inference is not None and model.path is not None and model.device == "cpu"
-
-    def _call_model(self, model: ServedModel, tokens: list[list[str]]) -> list[Prediction]:
-        if self._in_child(model):
-            try:
-                return self.inference.predict_tokens(model.path, model.version, tokens,  # type: ignore[union-attr,arg-type]
-                                                     self.s.batch_size)
-            except ChildUnavailable as exc:
-                log.warning("%s; predicting %d texts in this process", exc, len(tokens))
-        return model.predictor.predict_tokens(tokens, batch_size=self.s.batch_size)
 
     # --- stage 3: publish, acknowledge, hand back ------------------------------------------------
     def _deliver_loop(self) -> None:

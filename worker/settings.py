@@ -79,15 +79,13 @@ class WorkerSettings(BaseSettings):
     # ... and do it in a child process: jieba is pure Python and, in a thread, takes the GIL from the
     # model thread between torch ops. None: on whenever tokenize_ahead is.
     tokenizer_process: bool | None = None
-    # ... and run a CPU model in a child process too (worker/inference.py): the other threads' Python
-    # then no longer slows its torch ops down. None: on whenever the tokenizer process is.
-    model_process: bool | None = None
-    # How long a thread that wants the GIL waits before asking the running one to drop it. The model
-    # thread needs it back after every torch op; at CPython's 5 ms default a thread running Python flat
-    # out (the delivery of a merged call renders hundreds of outputs at once) keeps it that long each
-    # time: inference 6.3x slower per document, 1.4x at 0.05 ms (`python -m bench.worker_costs`).
-    # null: the interpreter's default.
-    gil_switch_interval_ms: float | None = Field(0.05, gt=0)
+    # How long a thread that wants the GIL waits before asking the running one to drop it (CPython:
+    # 5 ms). Beside a thread running Python flat out, inference was 5.9x slower per document at 5 ms
+    # and 1.2x at 0.05 ms; beside one busy 15% of the time, 1.1x at both (`python -m bench.worker_costs`).
+    # The worker keeps such work out of its process (jieba runs in a child), and end to end 0.05 ms
+    # changed nothing measurable (`bench/results/worker_ab.md`), so the default stays the interpreter's.
+    # A knob for hosts where the other threads' share is larger. null: the interpreter's default.
+    gil_switch_interval_ms: float | None = Field(None, gt=0)
     model_poll_interval_s: float = Field(30.0, ge=0)  # 0 turns polling off (SIGHUP still reloads)
 
     # --- cache ---------------------------------------------------------------------------------------
