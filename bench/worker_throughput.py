@@ -240,8 +240,8 @@ def between_limits(cfg: BenchConfig, bootstrap: str, redis_url: str | None, pool
         reader.close()
     after = limit_now()
     dps = len(ids) / (t_done - t_ready)
-    # The model stage's own time per document (its calls, through the pipe where the model runs in a
-    # child): the worker's bottleneck, so the number a change to it should move.
+    # The model stage's own time per document (the worker's inference metric): its bottleneck under a
+    # backlog, so the number a change to the model stage should move.
     return {"limit_before_docs_per_s": before, "limit_after_docs_per_s": after, "worker_docs_per_s": dps,
             "worker_vs_limit": dps / max(before, after), "duplicates": out.duplicates,
             "model_stage_ms_per_doc": 1000 * stages["inference_seconds"] / len(ids),
