@@ -391,7 +391,6 @@ def test_tokenizer_process_matches_the_models_tokenizer_and_survives_its_child()
     assert proc._proc is None
 
 
-
 def test_gil_switch_interval_setting_defaults_to_the_interpreter(monkeypatch: pytest.MonkeyPatch) -> None:
     from pydantic import ValidationError
 

@@ -80,8 +80,8 @@ class WorkerSettings(BaseSettings):
     # model thread between torch ops. None: on whenever tokenize_ahead is.
     tokenizer_process: bool | None = None
     # How long a thread that wants the GIL waits before asking the running one to drop it (CPython:
-    # 5 ms). Beside a thread running Python flat out, inference was 5.9x slower per document at 5 ms
-    # and 1.2x at 0.05 ms; beside one busy 15% of the time, 1.1x at both (`python -m bench.worker_costs`).
+    # 5 ms). Beside a thread running Python flat out, inference was 5.3x slower per document at 5 ms
+    # and 1.2x at 0.05 ms; beside one busy 15% of the time, not slower at either (`python -m bench.worker_costs`).
     # The worker keeps such work out of its process (jieba runs in a child), and end to end 0.05 ms
     # changed nothing measurable (`bench/results/worker_ab.md`), so the default stays the interpreter's.
     # A knob for hosts where the other threads' share is larger. null: the interpreter's default.

@@ -2,7 +2,7 @@
 
 jieba is pure Python. In a thread of the worker it holds the GIL that the model thread needs
 between torch ops: measured on the bench model, a tokeniser thread running flat out made inference
-4.3x slower per document (2.91 → 12.45 ms; `python -m bench.worker_costs`). A child process
+5.3x slower per document (2.53 → 13.42 ms; `python -m bench.worker_costs`). A child process
 tokenises the next micro-batches while the model thread runs; the prepare thread waits on a pipe,
 which releases the GIL.
 
