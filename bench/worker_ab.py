@@ -23,7 +23,7 @@ import torch
 
 from bench.common import REPO, machine, write_results
 from bench.streamkit import TextPool, ccks_texts
-from bench.worker_throughput import BenchConfig, between_limits
+from bench.worker_throughput import BenchConfig, between_limits, services
 
 
 def parse_variant(spec: str) -> tuple[str, dict[str, str]]:
@@ -41,32 +41,23 @@ def parse_variant(spec: str) -> tuple[str, dict[str, str]]:
 
 def run_ab(cfg: BenchConfig, variants: dict[str, dict[str, str]], rounds: int) -> dict:
     from fmlc import Predictor
-    from worker.local_services import redis_url_or_start, start_broker
 
     cfg.workdir.mkdir(parents=True, exist_ok=True)
     pool = TextPool(cfg.texts)
     predictor = Predictor.load(cfg.model_dir, device="cpu", threads=1)
     limit_texts = cfg.texts[: cfg.limit_docs]
     predictor.predict(limit_texts[:16], batch_size=cfg.batch_size)  # warm-up
-    broker = start_broker(log_path=str(cfg.workdir / "broker-ab.log")) if cfg.bootstrap is None else None
-    bootstrap = broker.bootstrap if broker is not None else cfg.bootstrap
-    redis = redis_url_or_start() if cfg.redis else None
     runs: dict[str, list[dict]] = {name: [] for name in variants}
-    try:
+    with services(cfg, "broker-ab.log") as (bootstrap, _, redis_url):
         for r in range(rounds):
             order = list(variants) if r % 2 == 0 else list(reversed(variants))
             for name in order:
-                res = between_limits(cfg, bootstrap, redis.url if redis else None, pool, predictor,
+                res = between_limits(cfg, bootstrap, redis_url, pool, predictor,
                                      limit_texts, f"ab{r}-{len(runs[name])}-{name}", variants[name])
                 runs[name].append(res)
                 cfg.log(f"round {r} {name}: {res['worker_docs_per_s']:.1f} docs/s, limits "
                         f"{res['limit_before_docs_per_s']:.1f}/{res['limit_after_docs_per_s']:.1f} "
                         f"→ {res['worker_vs_limit']:.3f}")
-    finally:
-        if broker is not None:
-            broker.stop()
-        if redis is not None and redis.owned:
-            redis.stop()
     summary = {}
     for name, rs in runs.items():
         ratios = [x["worker_vs_limit"] for x in rs]

@@ -25,13 +25,14 @@ Results: bench/results/worker_throughput.{json,md,png}.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -522,9 +523,29 @@ def scaling_run(cfg: BenchConfig, bootstrap: str, redis_url: str | None, pool: T
 
 # --- the whole run ---------------------------------------------------------------------------------------
 
+@contextlib.contextmanager
+def services(cfg: BenchConfig, broker_log: str) -> Iterator[tuple[str, int | None, str | None]]:
+    """The broker (a Tansu of our own unless `cfg.bootstrap` names one) and Redis (when `cfg.redis`),
+    stopped again on the way out: (bootstrap, broker pid or None, Redis URL or None)."""
+    from worker.local_services import redis_url_or_start, start_broker
+
+    broker = redis = None
+    try:
+        if cfg.bootstrap is None:
+            broker = start_broker(log_path=str(cfg.workdir / broker_log))
+        if cfg.redis:
+            redis = redis_url_or_start()
+        yield (broker.bootstrap if broker is not None else cfg.bootstrap,  # type: ignore[misc]
+               broker.process.pid if broker is not None else None, redis.url if redis is not None else None)
+    finally:
+        if broker is not None:
+            broker.stop()
+        if redis is not None and redis.owned:
+            redis.stop()
+
+
 def run_bench(cfg: BenchConfig) -> dict:
     from fmlc import Predictor
-    from worker.local_services import redis_url_or_start, start_broker
 
     torch.set_num_threads(1)
     cfg.workdir.mkdir(parents=True, exist_ok=True)
@@ -533,19 +554,9 @@ def run_bench(cfg: BenchConfig) -> dict:
         raise ValueError(f"need at least {cfg.messages} distinct texts, got {len(cfg.texts)}")
     pool = TextPool(cfg.texts)
     predictor = Predictor.load(cfg.model_dir, device="cpu", threads=1)
-    broker = None
-    redis = None
     t_begin = time.time()
     load_before = os.getloadavg()
-    try:
-        if cfg.bootstrap is None:
-            broker = start_broker(log_path=str(cfg.workdir / "broker.log"))
-            bootstrap, broker_pid = broker.bootstrap, broker.process.pid
-        else:
-            bootstrap, broker_pid = cfg.bootstrap, None
-        if cfg.redis:
-            redis = redis_url_or_start()
-        redis_url = redis.url if redis else None
+    with services(cfg, "broker.log") as (bootstrap, broker_pid, redis_url):
         limit_texts = cfg.texts[: cfg.limit_docs]
         cfg.log(f"limit on {len(limit_texts)} docs (b={cfg.batch_size}) and {cfg.limit_b1_docs} docs (b=1)")
         limit = measure_limit(predictor, limit_texts, cfg)
@@ -564,11 +575,6 @@ def run_bench(cfg: BenchConfig) -> dict:
         again = rate(lambda: predictor.predict(limit_texts, batch_size=cfg.batch_size), len(limit_texts), repeat=1)
         limit["limit_b_again_docs_per_s"] = again
         limit_b = max(limit_b, again)
-    finally:
-        if broker is not None:
-            broker.stop()
-        if redis is not None and redis.owned:
-            redis.stop()
 
     thr = worker["throughput"]["docs_per_s"]
     gain = limit_b / limit["limit_b1_docs_per_s"]
