@@ -27,8 +27,15 @@ def test_quick_grid_writes_table_gains_and_plots(tmp_path: Path) -> None:
     expected = (on_disk["summary"]["methods"]["fmlc-asl"]["macro_f1"]["mean"]
                 - on_disk["summary"]["methods"][best]["macro_f1"]["mean"])
     assert gains["macro_f1"]["points"] == pytest.approx(expected)
+    paired = on_disk["summary"]["paired"]
+    assert set(paired) == set(METHODS) - {"fmlc-asl"} and paired[best]["seeds"] == [0]
+    runs = on_disk["runs"]
+    within_seed = 100 * (runs["fmlc-asl/seed0"]["tuned"]["tail"]["macro_f1"]
+                         - runs[f"{best}/seed0"]["tuned"]["tail"]["macro_f1"])
+    assert paired[best]["tail_macro_f1"]["per_seed"] == [pytest.approx(within_seed)]
     report = (tmp_path / "report.md").read_text()
     assert "| fmlc-asl |" in report and "**" in report
+    assert "## Seed by seed" in report and f"| {best} | 1 |" in report
     graph = results["data"]["label_graph"]
     assert graph["edges"] > 0 and graph["tail_labels_with_neighbours"] <= graph["tail_labels"]
     assert "Label graph from the training split" in report
