@@ -32,7 +32,6 @@ METHODS: dict[str, dict] = {
     "fmlc-asl": {"model": "fmlc", "loss": "asl"},
     "fmlc-asl-identity": {"model": "fmlc", "loss": "asl", "graph": "identity"},
 }
-EARLIER_METHODS = ("linear", "caml", "zacnn", "bigru-lwan")  # "the best earlier method" of the claim
 CONVOLUTIONAL = ("caml", "zacnn")
 PEER_METHODS = ("linear", "bigru-lwan", "caml")
 console = Console(stderr=True)

@@ -11,7 +11,7 @@ matplotlib.use("Agg")  # reports are written on servers without a display
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-EARLIER = ("linear", "caml", "zacnn", "bigru-lwan")
+EARLIER = ("linear", "caml", "zacnn", "bigru-lwan")  # "the best earlier method" of the claim
 COLUMNS = [  # (key in summary, header, path in a run's metrics)
     ("macro_f1", "macro-F1", ("all", "macro_f1")),
     ("micro_f1", "micro-F1", ("all", "micro_f1")),
