@@ -60,7 +60,7 @@ def summarise(results: dict, thresholds: str = "tuned") -> dict:
             summary["gains_over_everything_else"][key] = {
                 "points": methods["fmlc-asl"][key]["mean"] - methods[best][key]["mean"], "best_other": best}
         summary["paired"] = paired_gains(results, thresholds)
-        peer_best = _best_peer(results.get("peer"))
+        peer_best = best_peer(results.get("peer"))
         if peer_best:
             summary["gains_over_peer"] = {
                 key: {"points": methods["fmlc-asl"][key]["mean"] - value, "best_peer": name}
@@ -112,7 +112,7 @@ def _paired_lines(paired: dict) -> list[str]:
     return lines
 
 
-def _best_peer(peer: dict | None) -> dict[str, tuple[str, float]]:
+def best_peer(peer: dict | None) -> dict[str, tuple[str, float]]:
     """LibMultiLabel's best macro-F1 and tail macro-F1 (%) over its methods and both threshold rules:
     the comparison gives the reference every benefit of the doubt."""
     if not peer or "skipped" in peer:

@@ -13,7 +13,7 @@ import argparse
 import json
 from pathlib import Path
 
-from training.experiment_report import _best_peer, summarise
+from training.experiment_report import best_peer, summarise
 
 ROWS = [  # (method key, README label)
     ("linear", "linear TF-IDF"),
@@ -67,7 +67,7 @@ def table(reports: list[Path], names: list[str] | None = None) -> str:
             raise FileNotFoundError(f"{results_path} missing: run `fmlc experiment --out {path}` first")
         results = json.loads(results_path.read_text(encoding="utf-8"))
         summaries.append(summarise(results))
-        peers.append(_best_peer(results.get("peer")))
+        peers.append(best_peer(results.get("peer")))
     lines = ["| method | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
     for method, label in ROWS:
         cells = []
