@@ -23,12 +23,19 @@ COLUMNS = [  # (key in summary, header, path in a run's metrics)
     ("tail_macro_r", "tail macro-R", ("tail", "macro_r")),
     ("p@1", "P@1", ("p@1",)),
 ]
+PATHS = {key: path for key, _, path in COLUMNS}
+GAIN_KEYS = ("macro_f1", "tail_macro_f1")  # the two figures of the paper's claim
 
 
 def _get(metrics: dict, path: tuple[str, ...]) -> float:
     for key in path:
         metrics = metrics[key]
     return float(metrics)
+
+
+def leader(methods: dict, key: str, among: list[str] | None = None) -> str:
+    """The method (of `among`, default all) with the highest mean of `key` in a summary's methods."""
+    return max(methods if among is None else among, key=lambda m: methods[m][key]["mean"])
 
 
 def summarise(results: dict, thresholds: str = "tuned") -> dict:
@@ -48,15 +55,15 @@ def summarise(results: dict, thresholds: str = "tuned") -> dict:
     earlier = [m for m in EARLIER if m in methods]
     if "fmlc-asl" in methods and earlier:
         gains = {}
-        for key in ("macro_f1", "tail_macro_f1"):
-            best = max(earlier, key=lambda m: methods[m][key]["mean"])
+        for key in GAIN_KEYS:
+            best = leader(methods, key, earlier)
             gains[key] = {"points": methods["fmlc-asl"][key]["mean"] - methods[best][key]["mean"],
                           "best_baseline": best}
         summary["gains"] = gains
         summary["gains_over_everything_else"] = {}
         others = [m for m in methods if m != "fmlc-asl"]
-        for key in ("macro_f1", "tail_macro_f1"):
-            best = max(others, key=lambda m: methods[m][key]["mean"])
+        for key in GAIN_KEYS:
+            best = leader(methods, key, others)
             summary["gains_over_everything_else"][key] = {
                 "points": methods["fmlc-asl"][key]["mean"] - methods[best][key]["mean"], "best_other": best}
         summary["paired"] = paired_gains(results, thresholds)
@@ -85,8 +92,8 @@ def paired_gains(results: dict, thresholds: str = "tuned") -> dict:
         if not seeds:
             continue
         entry: dict = {"seeds": seeds}
-        for key in ("macro_f1", "tail_macro_f1"):
-            path = next(p for k, _, p in COLUMNS if k == key)
+        for key in GAIN_KEYS:
+            path = PATHS[key]
             deltas = [100 * (_get(own[s][thresholds], path) - _get(runs[f"{other}/seed{s}"][thresholds], path))
                       for s in seeds]
             entry[key] = {"per_seed": deltas, "mean": float(np.mean(deltas)), "min": float(min(deltas)),
@@ -122,8 +129,8 @@ def best_peer(peer: dict | None) -> dict[str, tuple[str, float]]:
         for kind in ("threshold_0.5", "tuned"):
             if kind not in entry:
                 continue
-            for key, path in (("macro_f1", ("all", "macro_f1")), ("tail_macro_f1", ("tail", "macro_f1"))):
-                value = 100 * _get(entry[kind], path)
+            for key in GAIN_KEYS:
+                value = 100 * _get(entry[kind], PATHS[key])
                 if key not in best or value > best[key][1]:
                     best[key] = (f"{method} ({kind})", value)
     return best
@@ -140,7 +147,7 @@ def _settings_line(cfg: dict) -> str:
 
 def _table(summary: dict) -> list[str]:
     methods = summary["methods"]
-    best = {key: max(methods, key=lambda m: methods[m][key]["mean"]) for key, _, _ in COLUMNS}
+    best = {key: leader(methods, key) for key in PATHS}
     head = "| method | seeds | " + " | ".join(h for _, h, _ in COLUMNS) + " | s/epoch | docs/s |"
     lines = [head, "|" + "---|" * (len(COLUMNS) + 4)]
     for method, row in methods.items():

@@ -13,7 +13,7 @@ import argparse
 import json
 from pathlib import Path
 
-from training.experiment_report import best_peer, summarise
+from training.experiment_report import GAIN_KEYS, best_peer, leader, summarise
 
 ROWS = [  # (method key, README label)
     ("linear", "linear TF-IDF"),
@@ -24,14 +24,13 @@ ROWS = [  # (method key, README label)
     ("fmlc-asl", "**FMLC/ASL**"),
     ("fmlc-asl-identity", "FMLC/ASL, identity graph (ablation)"),
 ]
-KEYS = ("macro_f1", "tail_macro_f1")
 
 
 def _cell(row: dict | None, best: dict[str, bool]) -> str:
     if row is None:
         return "not run"
     parts = []
-    for key in KEYS:
+    for key in GAIN_KEYS:
         mean, std = row[key]["mean"], row[key]["std"]
         # One seed (or a deterministic method) has no spread worth printing.
         text = f"{mean:.2f}" if row["seeds"] == 1 or std == 0 else f"{mean:.2f} ± {std:.2f}"
@@ -68,14 +67,11 @@ def table(reports: list[Path], names: list[str] | None = None) -> str:
         results = json.loads(results_path.read_text(encoding="utf-8"))
         summaries.append(summarise(results))
         peers.append(best_peer(results.get("peer")))
+    leaders = [{key: leader(s["methods"], key) for key in GAIN_KEYS} for s in summaries]
     lines = ["| method | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
     for method, label in ROWS:
-        cells = []
-        for s in summaries:
-            methods = s["methods"]
-            best = {k: method in methods and methods[method][k]["mean"] == max(m[k]["mean"] for m in methods.values())
-                    for k in KEYS}
-            cells.append(_cell(methods.get(method), best))
+        cells = [_cell(s["methods"].get(method), {key: top[key] == method for key in GAIN_KEYS})
+                 for s, top in zip(summaries, leaders, strict=True)]
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     peer_cells = []
     for p in peers:
