@@ -41,3 +41,22 @@ def test_config_validation() -> None:
         TrainConfig(loss="hinge")
     with pytest.raises(ValueError, match="graph mode"):
         TrainConfig(graph="dense")
+
+
+def test_embedding_init_random_drops_the_word2vec_vectors(tiny_splits) -> None:  # noqa: ANN001
+    from model_fixtures import TINY
+
+    from training.trainer import _init_model, prepare
+
+    splits = {k: v[:300] for k, v in tiny_splits.items()}
+    prep = prepare(splits, TrainConfig(model="bigru-lwan", **TINY))
+    known = [i for i, tok in enumerate(prep.vocab.tokens) if tok in prep.vectors]
+    assert len(known) > 20
+    for init, same in (("word2vec", True), ("random", False)):
+        net, _ = _init_model(TrainConfig(model="bigru-lwan", embedding_init=init, **TINY), prep)
+        table = net.embed.table.weight.detach().numpy()
+        assert np.allclose(table[known], prep.embeddings[known]) is same, init
+        assert not table[0].any()  # padding stays zero either way
+        assert 0.05 < table[2:].std() < 1.0, (init, table[2:].std())  # same scale: only the vectors differ
+    with pytest.raises(ValueError, match="embedding_init"):
+        TrainConfig(embedding_init="glove")

@@ -33,6 +33,8 @@ VARIANTS: dict[str, tuple[str, dict]] = {
     "edges0.5": ("edges at P(j|i) >= 0.5", {"graph_threshold": 0.5}),
     "weight0.5": ("neighbour weight 0.5", {"graph_neighbour_weight": 0.5}),
     "identity": ("identity adjacency (no label graph)", {"graph": "identity"}),
+    "random-vectors": ("random N(0, 0.1) embeddings instead of word2vec", {"embedding_init": "random"}),
+    "frozen-vectors": ("word2vec vectors kept fixed", {"freeze_embeddings": True}),
 }
 
 

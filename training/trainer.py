@@ -58,6 +58,7 @@ class TrainConfig:
     attn_dropout: float = 0.2
     graph_dropout: float = 0.1
     freeze_embeddings: bool = False
+    embedding_init: str = "word2vec"  # or "random": small normal vectors, to measure what pretraining buys
     asl_gamma_neg: float = 2.0
     asl_gamma_pos: float = 0.0
     asl_margin: float = 0.05
@@ -78,6 +79,8 @@ class TrainConfig:
             raise ValueError(f"unknown model {self.model!r}: choose one of {', '.join(MODEL_NAMES)}")
         if self.loss not in ("asl", "bce"):
             raise ValueError(f"unknown loss {self.loss!r}: choose 'asl' or 'bce'")
+        if self.embedding_init not in ("word2vec", "random"):
+            raise ValueError(f"unknown embedding_init {self.embedding_init!r}: choose 'word2vec' or 'random'")
         if self.epochs < 1 or self.batch_size < 1:
             raise ValueError("epochs and batch_size must be >= 1")
         if self.lr <= 0:
@@ -172,7 +175,10 @@ def _init_model(cfg: TrainConfig, prep: Prepared) -> tuple[torch.nn.Module, dict
     net = build_model(model_config(cfg, prep))
     graph_summary: dict = {}
     if hasattr(net, "embed"):
-        net.embed.load_vectors(torch.from_numpy(prep.embeddings))
+        # "random" keeps the word2vec matrix's scale and seed but none of its vectors.
+        table = prep.embeddings if cfg.embedding_init == "word2vec" else \
+            embedding_matrix(prep.vocab, {}, cfg.embed_dim, seed=cfg.seed)[0]
+        net.embed.load_vectors(torch.from_numpy(table))
     if cfg.model == "fmlc":
         adjacency = build_adjacency(prep.y["train"], cfg.graph_config())
         net.set_adjacency(torch.from_numpy(adjacency))
