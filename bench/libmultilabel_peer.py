@@ -477,7 +477,8 @@ def run_nn(args: argparse.Namespace, method: str, labels: list[str], train: Spli
         checkpoint_dir=str(ckpt_dir), epochs=epochs, patience=patience, early_stopping_metric=val_metric,
         val_metric=val_metric, silent=args.quiet, use_cpu=use_cpu)
     timer = EpochTimer(method, epochs, val_metric)
-    trainer.callbacks.append(timer.as_callback(L))
+    keeper = BestWeights(val_metric)
+    trainer.callbacks += [timer.as_callback(L), keeper.as_callback(L)]
     if args.quiet:  # init_trainer does not expose enable_model_summary; drop the summary callback
         from lightning.pytorch.callbacks import ModelSummary
 
@@ -490,17 +491,18 @@ def run_nn(args: argparse.Namespace, method: str, labels: list[str], train: Spli
     trainer.fit(model, train_dataloaders=train_loader, val_dataloaders=valid_loader)
     train_seconds = time.perf_counter() - t0
 
-    # Model selection: ModelCheckpoint kept the epoch with the best validation val_metric.
-    best_path = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
-    best_epoch = None
-    if best_path and Path(best_path).is_file():
-        # weights_only=False: LibMultiLabel's checkpoints pickle the network in their hyperparameters. Safe here
-        # only because this process wrote the file moments ago into its own temp dir; never point it elsewhere.
-        ckpt = torch.load(best_path, map_location="cpu", weights_only=False)
-        model.load_state_dict(ckpt["state_dict"])
-        best_epoch = int(ckpt.get("epoch", -1)) + 1
+    # Model selection: the epoch with the best validation val_metric, kept in memory by BestWeights.
+    # LibMultiLabel's own checkpoint holds the same weights, but it pickles the network in its
+    # hyperparameters and would need torch.load(weights_only=False); we never unpickle it.
+    best_epoch = keeper.epoch
+    if keeper.state is not None:
+        model.load_state_dict(keeper.state)
+        ckpt_score = getattr(trainer.checkpoint_callback, "best_model_score", None)
+        if ckpt_score is not None and abs(float(ckpt_score) - keeper.score) > 1e-6:
+            log.warning("%s: the library's checkpoint kept %s=%.5f, ours %.5f (epoch %s)", method, val_metric,
+                        float(ckpt_score), keeper.score, best_epoch)
     else:
-        log.warning("%s: no best checkpoint found; using the last epoch's weights", method)
+        log.warning("%s: no validation score was recorded; using the last epoch's weights", method)
 
     test_out = trainer.test(model, dataloaders=test_loader, verbose=False)
     test_metrics = {k: float(v) for k, v in (test_out[0] if test_out else {}).items()}
@@ -600,6 +602,32 @@ class EpochTimer:
                       f"{entry['epoch_s']:.1f}s (train {entry['train_s']:.1f}s) "
                       f"val {outer.val_metric}={metrics.get(outer.val_metric, float('nan')):.4f}",
                       file=sys.stderr, flush=True)
+
+        return _Cb()
+
+
+class BestWeights:
+    """A copy of the weights from the epoch with the best validation metric, chosen as LibMultiLabel's
+    ModelCheckpoint chooses: lowest "Loss", highest of anything else, the first epoch on ties."""
+
+    def __init__(self, val_metric: str) -> None:
+        self.val_metric = val_metric
+        self.sign = -1.0 if val_metric == "Loss" else 1.0
+        self.score = float("nan")
+        self.epoch: int | None = None
+        self.state: dict[str, Any] | None = None
+
+    def as_callback(self, L: Any) -> Any:
+        outer = self
+
+        class _Cb(L.Callback):
+            def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
+                value = trainer.callback_metrics.get(outer.val_metric)
+                if value is None or float(value) != float(value):  # missing or NaN: not comparable
+                    return
+                if outer.epoch is None or outer.sign * float(value) > outer.sign * outer.score:
+                    outer.score, outer.epoch = float(value), trainer.current_epoch + 1
+                    outer.state = {k: v.detach().clone() for k, v in pl_module.state_dict().items()}
 
         return _Cb()
 
