@@ -45,7 +45,12 @@ def test_quick_grid_writes_table_gains_and_plots(tmp_path: Path) -> None:
     from training.experiment import graph_info_from_split
 
     assert graph_info_from_split(tmp_path) == graph  # a finished grid's statistics, again from its split folder
-    for png in ("macro_f1.png", "per_label_f1.png"):
+    for run_ in runs.values():  # the recorded history is the one model selection used
+        if run_["method"] != "linear":
+            assert len(run_["history"]) == run_["epochs_run"]
+            assert max(h["valid_macro_f1"] for h in run_["history"]) == pytest.approx(run_["valid_macro_f1"])
+    assert "## Validation macro-F1 by epoch" in report and "| fmlc-asl/seed0 |" in report
+    for png in ("macro_f1.png", "per_label_f1.png", "learning_curves.png"):
         assert (tmp_path / png).stat().st_size > 5000
     split = tmp_path / "split"
     assert {p.name for p in split.iterdir()} >= {"train.jsonl", "valid.jsonl", "test.jsonl", "labels.json",
@@ -109,3 +114,20 @@ def test_rescore_peer_from_the_split_folder(tmp_path: Path) -> None:
     (split / "labels.json").write_text(json.dumps(["b", "a"]))
     with pytest.raises(ValueError, match="does not hold the split"):
         rescore_peer(tmp_path)
+
+
+def test_epoch_cap_effect_compares_the_best_epoch_with_the_best_within_the_cap() -> None:
+    from training.experiment_report import epoch_cap_effect
+
+    def run_(f1: list[float]) -> dict:
+        history = [{"epoch": i + 1, "loss": 0.0, "valid_macro_f1": v} for i, v in enumerate(f1)]
+        return {"method": "m", "history": history}
+
+    results = {"runs": {"late/seed0": run_([0.5, 0.6, 0.55, 0.8, 0.7]), "early/seed0": run_([0.5, 0.9, 0.6, 0.7]),
+                        "old/seed0": {"method": "m", "epochs_run": 3}}}
+    effect = epoch_cap_effect(results, cap=3)
+    assert set(effect) == {"late/seed0", "early/seed0"}  # runs without a history are left out
+    late, early = effect["late/seed0"], effect["early/seed0"]
+    assert (late["best_epoch"], late["best_epoch_within_3"], late["epochs_run"]) == (4, 2, 5)
+    assert late["best_within_3"] == 0.6 and late["gain_after_cap"] == pytest.approx(0.2)
+    assert (early["best_epoch"], early["gain_after_cap"]) == (2, 0.0)

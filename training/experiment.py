@@ -141,6 +141,8 @@ def run(cfg: ExperimentConfig) -> dict:
                 "method": method, "seed": seed, "tuned": test["tuned"], "threshold_0.5": test["threshold_0.5"],
                 "valid_macro_f1": result.metrics["valid"]["tuned"]["all"]["macro_f1"],
                 "epochs_run": len(result.history), "seconds_per_epoch": result.seconds_per_epoch,
+                "history": [{"epoch": h["epoch"], "loss": h["loss"], "valid_macro_f1": h["valid_macro_f1_tuned"]}
+                            for h in result.history if "loss" in h],  # the linear model has no epochs
                 "train_seconds": time.perf_counter() - t0,
                 "inference_docs_per_s": _inference_rate(tcfg, prep, result),
             }

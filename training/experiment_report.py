@@ -279,8 +279,67 @@ def write_report(results: dict, out: Path) -> None:
                       f"SVM decision values through a sigmoid, a label whose best validation F1 is below {floor}"
                       " keeps the library's own rule (see `PEER_LINEAR_MIN_F1` in training/experiment.py)."]
     lines += ["", "![macro-F1 per method](macro_f1.png)", "", "![per-label F1 vs frequency](per_label_f1.png)", ""]
+    lines += _curve_lines(results)
     (out / "report.md").write_text("\n".join(lines), encoding="utf-8")
     _plots(results, out)
+    if _with_history(results):
+        _learning_curves(results, out)
+
+
+PAPER_EPOCHS = 10
+
+
+def _with_history(results: dict) -> dict[str, dict]:
+    return {key: run for key, run in results["runs"].items() if run.get("history")}
+
+
+def epoch_cap_effect(results: dict, cap: int = PAPER_EPOCHS) -> dict[str, dict]:
+    """Per run with a recorded history: the best validation macro-F1 within the first `cap` epochs
+    against the best over the whole run. The learning rate is constant, so the first `cap` epochs
+    are what a run capped at `cap` would have trained."""
+    effect = {}
+    for key, run in _with_history(results).items():
+        f1 = [h["valid_macro_f1"] for h in run["history"]]
+        best = int(np.argmax(f1))
+        within = f1[:cap]
+        effect[key] = {"epochs_run": len(f1), "best_epoch": best + 1, "best_valid_macro_f1": f1[best],
+                       f"best_within_{cap}": max(within), f"best_epoch_within_{cap}": int(np.argmax(within)) + 1,
+                       "gain_after_cap": f1[best] - max(within)}
+    return effect
+
+
+def _curve_lines(results: dict) -> list[str]:
+    effect = epoch_cap_effect(results)
+    if not effect:
+        return []
+    cap = PAPER_EPOCHS
+    lines = ["## Validation macro-F1 by epoch", "",
+             f"Best epoch and validation macro-F1 (tuned thresholds, %) of each run, and the best within the paper's "
+             f"{cap} epochs; early stopping has patience 3.", "",
+             f"| run | epochs run | best epoch | best valid macro-F1 | best within {cap} epochs (epoch) | "
+             f"gained after epoch {cap} |", "|---|---|---|---|---|---|"]
+    for key, e in effect.items():
+        lines.append(f"| {key} | {e['epochs_run']} | {e['best_epoch']} | {100 * e['best_valid_macro_f1']:.2f} | "
+                     f"{100 * e[f'best_within_{cap}']:.2f} ({e[f'best_epoch_within_{cap}']}) | "
+                     f"{100 * e['gain_after_cap']:+.2f} |")
+    return lines + ["", "![validation macro-F1 by epoch](learning_curves.png)", ""]
+
+
+def _learning_curves(results: dict, out: Path) -> None:
+    fig, ax = plt.subplots(figsize=(7, 4))
+    colours: dict[str, str] = {}
+    for key, run in _with_history(results).items():
+        epochs = [h["epoch"] for h in run["history"]]
+        f1 = [100 * h["valid_macro_f1"] for h in run["history"]]
+        colour = colours.setdefault(run["method"], f"C{len(colours)}")
+        ax.plot(epochs, f1, marker=".", color=colour, label=key)
+    ax.axvline(PAPER_EPOCHS, color="grey", linestyle=":", label=f"paper's cap ({PAPER_EPOCHS})")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("validation macro-F1 (%)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / "learning_curves.png", dpi=120)
+    plt.close(fig)
 
 
 def _plots(results: dict, out: Path) -> None:
