@@ -58,6 +58,12 @@ def test_quick_grid_writes_table_gains_and_plots(tmp_path: Path) -> None:
     # Resuming with the same configuration trains nothing again.
     again = run(cfg)
     assert again["runs"].keys() == results["runs"].keys()
+    # A resumed grid trains on the vectors it started with (word2vec itself is not deterministic).
+    on_disk["runs"].pop("caml/seed0")
+    (tmp_path / "results.json").write_text(json.dumps(on_disk))
+    resumed = run(cfg)["runs"]
+    assert resumed["caml/seed0"]["vectors"] == resumed["fmlc-asl/seed0"]["vectors"]
+    assert "the same word2vec vectors for every run" in (tmp_path / "report.md").read_text()
 
 
 def test_sensitivity_scores_validation_only_and_resumes(tmp_path: Path) -> None:

@@ -6,6 +6,7 @@ what did finish.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -21,6 +22,7 @@ from fmlc.graph import build_adjacency, label_statistics
 from fmlc.metrics import evaluate, tune_thresholds
 from training.data import Record, load_path, split_records
 from training.trainer import Prepared, TrainConfig, fit, prepare
+from training.word2vec import load_vectors, save_vectors
 
 # method name → the TrainConfig fields that define it
 METHODS: dict[str, dict] = {
@@ -112,21 +114,28 @@ def run(cfg: ExperimentConfig) -> dict:
     splits, info = load_splits(cfg)
     console.print(f"[bold]experiment[/] {cfg.data}: {info}")
     base_cfg = TrainConfig(**cfg.base)
-    prep = prepare(splits, base_cfg)
+    results_path = out / "results.json"
+    old = json.loads(results_path.read_text()) if results_path.exists() else {}
+    resuming = _same_grid(old.get("config", {}), asdict(cfg))
+    # word2vec is not deterministic (several workers), so a resumed grid reuses the vectors it started
+    # with: every method and seed of a grid then sees the same vectors.
+    vectors_path = out / "split" / "vectors.npz"
+    vectors = load_vectors(vectors_path) if resuming and vectors_path.exists() else None
+    prep = prepare(splits, base_cfg, vectors=vectors)
     info["labels"] = len(prep.labels)
     info["tail_labels"] = int(sum(c < base_cfg.tail_below for c in prep.train_counts))
     info["notes"] = prep.notes
     info["label_graph"] = graph_info(prep.y["train"], prep.labels, base_cfg)
     write_split(prep, splits, out / "split")
+    if vectors is None:
+        save_vectors(vectors_path, prep.vectors)
+    vectors_id = hashlib.sha256(prep.embeddings.tobytes()).hexdigest()[:12]
     results: dict = {"config": asdict(cfg), "data": info, "labels": prep.labels, "train_counts": prep.train_counts,
                      "runs": {}}
-    results_path = out / "results.json"
-    if results_path.exists():  # resume: keep finished runs of the same configuration
-        old = json.loads(results_path.read_text())
-        if _same_grid(old.get("config", {}), results["config"]):
-            results["runs"] = old.get("runs", {})
-            if "peer" in old and "skipped" not in old["peer"]:
-                results["peer"] = old["peer"]
+    if resuming:  # keep finished runs of the same configuration
+        results["runs"] = old.get("runs", {})
+        if "peer" in old and "skipped" not in old["peer"]:
+            results["peer"] = old["peer"]
     for seed in range(cfg.seeds):
         for method in cfg.methods:
             key = f"{method}/seed{seed}"
@@ -140,7 +149,7 @@ def run(cfg: ExperimentConfig) -> dict:
             results["runs"][key] = {
                 "method": method, "seed": seed, "tuned": test["tuned"], "threshold_0.5": test["threshold_0.5"],
                 "valid_macro_f1": result.metrics["valid"]["tuned"]["all"]["macro_f1"],
-                "epochs_run": len(result.history), "seconds_per_epoch": result.seconds_per_epoch,
+                "epochs_run": len(result.history), "seconds_per_epoch": result.seconds_per_epoch, "vectors": vectors_id,
                 "history": [{"epoch": h["epoch"], "loss": h["loss"], "valid_macro_f1": h["valid_macro_f1_tuned"]}
                             for h in result.history if "loss" in h],  # the linear model has no epochs
                 "train_seconds": time.perf_counter() - t0,

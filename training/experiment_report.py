@@ -136,12 +136,23 @@ def best_peer(peer: dict | None) -> dict[str, tuple[str, float]]:
     return best
 
 
-def _settings_line(cfg: dict) -> str:
+def _vectors_clause(runs: dict) -> str:
+    ids = {run.get("vectors") for run in runs.values() if run["method"] != "linear"}
+    known = ids - {None}
+    if not known:
+        return "word2vec vectors shared within each invocation of the grid (one that resumed trained new ones)"
+    if len(known) == 1 and None not in ids:
+        return "the same word2vec vectors for every run"
+    unrecorded = ", and runs from before vectors were kept on those of their own invocation" if None in ids else ""
+    return f"{len(known)} recorded set(s) of word2vec vectors{unrecorded}"
+
+
+def _settings_line(cfg: dict, runs: dict) -> str:
     base = cfg.get("base", {})
     return (f"Settings: dimension {base.get('embed_dim', 300)} (GRU {base.get('hidden', 300)} per direction, graph "
             f"{base.get('graph_dim', 300)}), Adam lr {base.get('lr', 1e-4)}, at most {cfg['epochs_recurrent']} epochs "
             f"for recurrent and {cfg['epochs_convolutional']} for convolutional models, early stopping on validation "
-            f"macro-F1 (patience 3), one split (seed 0) shared by every method, word2vec vectors shared too; "
+            f"macro-F1 (patience 3), one split (seed 0) shared by every method, {_vectors_clause(runs)}; "
             f"seeds vary the initialisation only.")
 
 
@@ -247,7 +258,7 @@ def write_report(results: dict, out: Path) -> None:
              "Test-split metrics in %, mean ± std over seeds, per-label thresholds tuned on the validation split "
              "(the fixed-0.5 numbers are in results.json). Macro averages run over all labels of the training set; "
              "a label with no positives and no predictions in the test split counts 0.", "",
-             _settings_line(results["config"]), ""]
+             _settings_line(results["config"], results["runs"]), ""]
     lines += _table(summary)
     lines += ["", "s/epoch and docs/s were measured inside the grid on a shared 2-core machine (torch 1 thread) "
               "and are only indicative; `bench/` measures speed side by side."]

@@ -4,6 +4,7 @@ matrix built from them for a vocabulary."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 from gensim.models import Word2Vec
@@ -18,6 +19,17 @@ def train_vectors(docs: Sequence[Sequence[str]], dim: int = 300, seed: int = 0, 
     model = Word2Vec(sentences=[list(d) for d in docs if d], vector_size=dim, window=window, min_count=min_count,
                      sg=1, workers=workers, seed=seed, epochs=epochs)
     return {word: model.wv[word] for word in model.wv.index_to_key}
+
+
+def save_vectors(path: Path, vectors: dict[str, np.ndarray]) -> None:
+    """Plain arrays (no pickle), so a resumed experiment can train on exactly the same vectors."""
+    np.savez(path, words=np.array(list(vectors), dtype=str),
+             matrix=np.stack(list(vectors.values())).astype(np.float32))
+
+
+def load_vectors(path: Path) -> dict[str, np.ndarray]:
+    with np.load(path, allow_pickle=False) as data:
+        return dict(zip(data["words"].tolist(), data["matrix"], strict=True))
 
 
 def embedding_matrix(vocab: Vocab, vectors: dict[str, np.ndarray], dim: int, seed: int = 0) -> tuple[np.ndarray, float]:
