@@ -83,6 +83,10 @@ def test_sensitivity_scores_validation_only_and_resumes(tmp_path: Path) -> None:
     assert (out / "sensitivity.png").stat().st_size > 3000 and "| identity |" in (out / "sensitivity.md").read_text()
     again = sensitivity(str(data), out, parent_labels=None, seeds=1, base=base, epochs=1, variants=["base", "identity"])
     assert again["runs"] == results["runs"]  # resumed, nothing retrained
+    more = sensitivity(str(data), out, parent_labels=None, seeds=1, base=base, epochs=1,
+                       variants=["base", "random-vectors"])  # a later variant, on the vectors of the first ones
+    assert more["runs"]["random-vectors/seed0"]["vectors"] == run["vectors"]
+    assert "the same word2vec vectors for every run" in (out / "sensitivity.md").read_text()
     with pytest.raises(ValueError, match="unknown variants"):
         sensitivity(str(data), out, parent_labels=None, seeds=1, base=base, epochs=1, variants=["nope"])
 

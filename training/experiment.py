@@ -117,19 +117,12 @@ def run(cfg: ExperimentConfig) -> dict:
     results_path = out / "results.json"
     old = json.loads(results_path.read_text()) if results_path.exists() else {}
     resuming = _same_grid(old.get("config", {}), asdict(cfg))
-    # word2vec is not deterministic (several workers), so a resumed grid reuses the vectors it started
-    # with: every method and seed of a grid then sees the same vectors.
-    vectors_path = out / "split" / "vectors.npz"
-    vectors = load_vectors(vectors_path) if resuming and vectors_path.exists() else None
-    prep = prepare(splits, base_cfg, vectors=vectors)
+    prep, vectors_id = prepare_reusing_vectors(splits, base_cfg, out / "split" / "vectors.npz", reuse=resuming)
     info["labels"] = len(prep.labels)
     info["tail_labels"] = int(sum(c < base_cfg.tail_below for c in prep.train_counts))
     info["notes"] = prep.notes
     info["label_graph"] = graph_info(prep.y["train"], prep.labels, base_cfg)
     write_split(prep, splits, out / "split")
-    if vectors is None:
-        save_vectors(vectors_path, prep.vectors)
-    vectors_id = hashlib.sha256(prep.embeddings.tobytes()).hexdigest()[:12]
     results: dict = {"config": asdict(cfg), "data": info, "labels": prep.labels, "train_counts": prep.train_counts,
                      "runs": {}}
     if resuming:  # keep finished runs of the same configuration
@@ -169,6 +162,20 @@ def run(cfg: ExperimentConfig) -> dict:
     results_path.write_text(json.dumps(results, ensure_ascii=False, indent=1))
     write_report(results, out)
     return results
+
+
+def prepare_reusing_vectors(splits: dict[str, list[Record]], cfg: TrainConfig, path: Path,
+                            reuse: bool) -> tuple[Prepared, str]:
+    """prepare() on the word2vec vectors saved at `path` when `reuse` is set and they exist, else on new
+    ones, saved there. word2vec with several workers is not deterministic, so without this a resumed
+    grid would train its remaining runs on other vectors than its first ones. Also returns a short
+    fingerprint of the embedding matrix, which each run records."""
+    vectors = load_vectors(path) if reuse and path.exists() else None
+    prep = prepare(splits, cfg, vectors=vectors)
+    if vectors is None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_vectors(path, prep.vectors)
+    return prep, hashlib.sha256(prep.embeddings.tobytes()).hexdigest()[:12]
 
 
 def _same_grid(a: dict, b: dict) -> bool:

@@ -136,8 +136,9 @@ def best_peer(peer: dict | None) -> dict[str, tuple[str, float]]:
     return best
 
 
-def _vectors_clause(runs: dict) -> str:
-    ids = {run.get("vectors") for run in runs.values() if run["method"] != "linear"}
+def vectors_clause(runs: dict) -> str:
+    """How many word2vec vector sets the runs trained on, as a clause for a report."""
+    ids = {run.get("vectors") for run in runs.values() if run.get("method") != "linear"}
     known = ids - {None}
     if not known:
         return "word2vec vectors shared within each invocation of the grid (one that resumed trained new ones)"
@@ -152,7 +153,7 @@ def _settings_line(cfg: dict, runs: dict) -> str:
     return (f"Settings: dimension {base.get('embed_dim', 300)} (GRU {base.get('hidden', 300)} per direction, graph "
             f"{base.get('graph_dim', 300)}), Adam lr {base.get('lr', 1e-4)}, at most {cfg['epochs_recurrent']} epochs "
             f"for recurrent and {cfg['epochs_convolutional']} for convolutional models, early stopping on validation "
-            f"macro-F1 (patience 3), one split (seed 0) shared by every method, {_vectors_clause(runs)}; "
+            f"macro-F1 (patience 3), one split (seed 0) shared by every method, {vectors_clause(runs)}; "
             f"seeds vary the initialisation only.")
 
 

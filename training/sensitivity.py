@@ -18,8 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
-from training.experiment import ExperimentConfig, console, load_splits
-from training.trainer import TrainConfig, fit, prepare
+from training.experiment import ExperimentConfig, console, load_splits, prepare_reusing_vectors
+from training.experiment_report import vectors_clause
+from training.trainer import TrainConfig, fit
 
 # variant → (what it changes, TrainConfig overrides of FMLC/ASL)
 VARIANTS: dict[str, tuple[str, dict]] = {
@@ -47,13 +48,11 @@ def run(data: str, out: Path, *, parent_labels: str | None, seeds: int, base: di
     path = out / "sensitivity.json"
     exp = ExperimentConfig(data=data, out=str(out), parent_labels=parent_labels, max_docs=max_docs, base=base)
     splits, info = load_splits(exp)
-    prep = prepare(splits, TrainConfig(**base))
     setup = {"data": data, "parent_labels": parent_labels, "max_docs": max_docs, "epochs": epochs, "base": base}
-    results: dict = {"setup": setup, "data": info, "runs": {}}
-    if path.exists():
-        old = json.loads(path.read_text(encoding="utf-8"))
-        if old.get("setup") == setup:
-            results["runs"] = old.get("runs", {})
+    old = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+    resuming = old.get("setup") == setup
+    prep, vectors_id = prepare_reusing_vectors(splits, TrainConfig(**base), out / "vectors.npz", reuse=resuming)
+    results: dict = {"setup": setup, "data": info, "runs": old.get("runs", {}) if resuming else {}}
     for seed in range(seeds):
         for name in variants or VARIANTS:
             overrides = VARIANTS[name][1]
@@ -66,6 +65,7 @@ def run(data: str, out: Path, *, parent_labels: str | None, seeds: int, base: di
             valid = result.metrics["valid"]["tuned"]
             results["runs"][key] = {
                 "variant": name, "seed": seed, "overrides": overrides, "epochs_run": len(result.history),
+                "vectors": vectors_id,
                 "valid_macro_f1": valid["all"]["macro_f1"], "valid_micro_f1": valid["all"]["micro_f1"],
                 "valid_tail_macro_f1": valid["tail"]["macro_f1"],
                 "config": {k: v for k, v in asdict(cfg).items() if k in overrides or k in base},
@@ -104,7 +104,7 @@ def write_report(results: dict, out: Path) -> None:
              f"Split {results['data'].get('split_sizes')}, {setup['epochs']} epochs at most, base settings "
              f"{setup['base']}; parent labels {setup['parent_labels']!r}. Validation metrics in %, thresholds tuned "
              "on the same validation split (as in model selection), mean ± std over seeds. The test split is not "
-             "scored here.", "",
+             f"scored here. Word vectors: {vectors_clause(results['runs'])}.", "",
              "| variant | what it changes | seeds | valid macro-F1 | valid micro-F1 | valid tail macro-F1 |",
              "|---|---|---|---|---|---|"]
     for name, row in summary.items():
