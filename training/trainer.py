@@ -175,7 +175,7 @@ def _init_model(cfg: TrainConfig, prep: Prepared) -> tuple[torch.nn.Module, dict
     net = build_model(model_config(cfg, prep))
     graph_summary: dict = {}
     if hasattr(net, "embed"):
-        # "random" keeps the word2vec matrix's scale and seed but none of its vectors.
+        # "random": every token gets the N(0, 0.1) draw that tokens without a word2vec vector get.
         table = prep.embeddings if cfg.embedding_init == "word2vec" else \
             embedding_matrix(prep.vocab, {}, cfg.embed_dim, seed=cfg.seed)[0]
         net.embed.load_vectors(torch.from_numpy(table))
