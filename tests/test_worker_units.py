@@ -402,3 +402,17 @@ def test_gil_switch_interval_setting_defaults_to_the_interpreter(monkeypatch: py
     monkeypatch.setenv("FMLC_GIL_SWITCH_INTERVAL_MS", "0")
     with pytest.raises(ValidationError, match="gil_switch_interval_ms"):
         WorkerSettings()
+
+
+def test_poll_errors_are_counted_by_kind() -> None:
+    from kafka.errors import CorruptRecordError, KafkaConnectionError, UnsupportedCodecError
+
+    from worker.app import poll_error_kind
+
+    m = WorkerMetrics()
+    # Both series exist from the start, so alert rules on rate() see zeros, not gaps.
+    for kind in ("undecodable", "other"):
+        assert m.registry.get_sample_value("fmlc_poll_errors_total", {"kind": kind}) == 0
+    assert poll_error_kind(UnsupportedCodecError("lz4")) == "undecodable"
+    assert poll_error_kind(CorruptRecordError("crc")) == "undecodable"
+    assert poll_error_kind(KafkaConnectionError()) == "other"

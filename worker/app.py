@@ -26,7 +26,7 @@ from typing import Any
 
 from kafka import TopicPartition
 from kafka.consumer.subscription_state import AsyncConsumerRebalanceListener
-from kafka.errors import KafkaError
+from kafka.errors import CorruptRecordError, KafkaError, UnsupportedCodecError
 from kafka.structs import OffsetAndMetadata
 
 from worker.alerts import AlertRules
@@ -218,6 +218,7 @@ class WorkerApp:
         # kafka-python retries what is retriable inside poll(); what reaches us is a listener error or
         # a broker/authorisation problem. Transient ones pass; one that lasts is fatal, so that the
         # orchestrator restarts the worker (and the liveness probe says so) instead of it idling.
+        self.metrics.poll_errors.labels(kind=poll_error_kind(exc)).inc()
         now = time.monotonic()
         if self._poll_failing_since is None:
             self._poll_failing_since = now
@@ -453,6 +454,13 @@ class WorkerApp:
         self.metrics.assigned_partitions.set(0)
 
 
+def poll_error_kind(exc: BaseException) -> str:
+    """The `kind` label of fmlc_poll_errors_total: can the client not decode what it fetched?"""
+    if isinstance(exc, (UnsupportedCodecError, CorruptRecordError, UnicodeDecodeError)):
+        return "undecodable"
+    return "other"
+
+
 def _left(deadline: float) -> float:
     return max(0.1, deadline - time.monotonic())
 
@@ -499,4 +507,4 @@ def run_worker(settings: WorkerSettings) -> int:
     return app.run()
 
 
-__all__ = ["WorkerApp", "run_worker"]
+__all__ = ["WorkerApp", "poll_error_kind", "run_worker"]

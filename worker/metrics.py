@@ -15,6 +15,7 @@ LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0
 STAGE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 RATIO_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+POLL_ERROR_KINDS = ("undecodable", "other")
 
 
 class WorkerMetrics:
@@ -65,6 +66,10 @@ class WorkerMetrics:
                                      registry=r)
         self.delivery_failures = Counter("fmlc_delivery_failures_total", "Batches whose produce or "
                                          "transaction failed (their partitions were rewound).", registry=r)
+        self.poll_errors = Counter("fmlc_poll_errors_total", "Consumer polls that raised, by kind: "
+                                   "undecodable (a record or batch the client cannot decode: corrupt, "
+                                   "unknown codec, bad header), other (any other poll error).", ["kind"],
+                                   registry=r)
         # Pre-create the bounded series so dashboards and rate() see zeros rather than gaps.
         for outcome in ("ok", "cached", "dead_letter"):
             self.messages.labels(outcome=outcome)
@@ -72,6 +77,8 @@ class WorkerMetrics:
             self.cache_requests.labels(result=result)
         for result in ("ok", "error"):
             self.model_reloads.labels(result=result)
+        for kind in POLL_ERROR_KINDS:
+            self.poll_errors.labels(kind=kind)
 
     def set_model(self, version: str, device: str) -> None:
         # Exactly one series at a time: the old version's series goes when the new one comes.
@@ -84,4 +91,4 @@ class WorkerMetrics:
         return 0.0 if got is None else got
 
 
-__all__ = ["LATENCY_BUCKETS", "WorkerMetrics"]
+__all__ = ["LATENCY_BUCKETS", "POLL_ERROR_KINDS", "WorkerMetrics"]
