@@ -612,6 +612,25 @@ def test_two_workers_split_the_partitions_and_together_lose_nothing(
     print("revocations:", revokes)
 
 
+def test_a_replica_beyond_the_partition_count_is_a_ready_standby(
+        kafka_broker: Broker, redis_server: RedisServer, worker_model_dir: Path) -> None:
+    """/readyz is group membership, not partition ownership: an idle replica must not block a
+    Kubernetes roll-out or a PodDisruptionBudget (docs/decisions/0051-readiness-is-group-membership.md)."""
+    s1 = settings_for(kafka_broker, redis_server, worker_model_dir, topic_partitions=1)
+    s2 = s1.model_copy(update={"transactional_id": s1.transactional_id + "-2"})
+    ensure_topics(s1)
+    with InProcessWorker(s1) as w1, InProcessWorker(s2) as w2:
+        wait_for(lambda: w1.app.ready and w2.app.ready and len(w1.app.assigned) + len(w2.app.assigned) == 1,
+                 45, "both replicas ready, one of them holding the only partition")
+        idle = w1 if not w1.app.assigned else w2
+        status, body = scrape(idle.app.metrics_port, "/readyz")
+        detail = json.loads(body)
+        assert (status, detail["ok"], detail["assigned_partitions"], detail["joined"]) == (200, True, 0, True), body
+        assert idle.metric("fmlc_assigned_partitions") == 0, "the standby shows as idle in the metrics"
+        busy = w2 if idle is w1 else w1
+        assert scrape(busy.app.metrics_port, "/readyz")[0] == 200
+
+
 def test_redis_outage_costs_no_message(kafka_broker: Broker, worker_model_dir: Path) -> None:
     own = start_redis()  # this test stops its Redis; the shared one is left alone
     try:

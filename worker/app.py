@@ -82,6 +82,8 @@ class WorkerApp:
         self._stop = threading.Event()
         self._fatal: BaseException | None = None
         self._assigned: set[TopicPartition] = set()
+        # True once the group has given this member an assignment, even an empty one (see _ready).
+        self._joined = False
         self._rewind_on_assign: dict[TopicPartition, int] = {}
         self._paused = False
         self._draining = False
@@ -362,6 +364,7 @@ class WorkerApp:
         with self.epochs.lock:
             rewind, self._rewind_on_assign = self._rewind_on_assign, {}
             self._assigned |= assigned
+            self._joined = True
         for tp in assigned:
             if tp in rewind:
                 # kafka-python keeps the fetch position of a partition it keeps across a rebalance;
@@ -378,6 +381,7 @@ class WorkerApp:
             self.epochs.bump(lost)
             self.tracker.drop(lost, forget=True)
             self._assigned -= lost
+            self._joined = False
         self.metrics.assigned_partitions.set(len(self._assigned))
         log.warning("partitions lost (membership expired): %s; their in-flight work is dropped",
                     _fmt_tps(lost))
@@ -398,9 +402,14 @@ class WorkerApp:
 
     def _ready(self) -> tuple[bool, dict]:
         model = self.model
-        detail = {"model_version": model.version if model else None, "assigned_partitions": len(self._assigned),
-                  "draining": self._draining}
-        ok = model is not None and bool(self._assigned) and not self._draining and self._fatal is None
+        # Ready means "a working member of the group", not "holds partitions": a replica beyond the
+        # partition count is a healthy standby, and counting it not ready would stall a Kubernetes
+        # roll-out (the surge pod may get no partition) and block node drains through the
+        # PodDisruptionBudget (docs/decisions/0051-readiness-is-group-membership.md). Idle replicas
+        # show as fmlc_assigned_partitions == 0.
+        detail = {"model_version": model.version if model else None, "joined": self._joined,
+                  "assigned_partitions": len(self._assigned), "draining": self._draining}
+        ok = model is not None and self._joined and not self._draining and self._fatal is None
         return ok, detail
 
     # --- shutdown ----------------------------------------------------------------------------------

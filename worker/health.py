@@ -1,8 +1,9 @@
 """HTTP on the metrics port: /metrics (Prometheus), /healthz (liveness), /readyz (readiness).
 
 Liveness says the consume loop is turning (a hung loop should be restarted); readiness says the
-worker is doing useful work: a model is loaded and it holds input partitions. A worker that is
-draining for shutdown reports not ready.
+worker is a working member of its consumer group: a model is loaded and the group has given it an
+assignment, possibly empty (a replica beyond the partition count is a standby, not a failure). A
+worker that is draining for shutdown reports not ready.
 """
 
 from __future__ import annotations
