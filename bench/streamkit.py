@@ -413,8 +413,8 @@ class WorkerProcess:
         self.port = settings.metrics_port or free_port()
         self.settings = settings.model_copy(update={"metrics_port": self.port})
         self.log_path = log_path
-        env = {**os.environ, **env_for(self.settings), "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1",
-               "MKL_NUM_THREADS": "1"}
+        env = {**os.environ, **env_for(self.settings, include_secrets=True), "PYTHONUNBUFFERED": "1",
+               "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
         # env_for leaves out settings whose value is None; for redis_url that would fall back to the
         # default redis://127.0.0.1:6379/0, so "no cache" has to be said explicitly.
         if self.settings.redis_url is None:

@@ -168,7 +168,7 @@ class InProcessWorker:
 class WorkerProcess:
     def __init__(self, settings: WorkerSettings, log_path: Path) -> None:
         self.log_path = log_path
-        env = {**os.environ, **env_for(settings), "PYTHONUNBUFFERED": "1"}
+        env = {**os.environ, **env_for(settings, include_secrets=True), "PYTHONUNBUFFERED": "1"}
         with open(log_path, "ab") as log:
             self.proc = subprocess.Popen([sys.executable, "-m", "worker"], cwd=ROOT, env=env, stdout=log,
                                          stderr=subprocess.STDOUT)

@@ -33,11 +33,12 @@ from worker.alerts import AlertRules
 from worker.cache import LabelCache
 from worker.health import HealthServer
 from worker.kafka import ensure_topics, make_consumer, make_producer
+from worker.logs import install_secret_filter
 from worker.metrics import WorkerMetrics
 from worker.model import ModelWatcher, ServedModel, load_model
 from worker.offsets import Epochs, OffsetTracker
 from worker.pipeline import Completion, Job, Pipeline, Rewind
-from worker.settings import WorkerSettings
+from worker.settings import WorkerSettings, redact_url
 
 log = logging.getLogger(__name__)
 
@@ -111,11 +112,13 @@ class WorkerApp:
         created = ensure_topics(s, self.alerts.topics)
         if created:
             log.info("created topics %s", created)
-        if s.redis_url:
-            self.cache = LabelCache(s.redis_url, s.cache_ttl_s, self.metrics, prefix=s.cache_prefix,
+        redis_url = s.redis_url_value
+        if redis_url:
+            self.cache = LabelCache(redis_url, s.cache_ttl_s, self.metrics, prefix=s.cache_prefix,
                                     socket_timeout_s=s.cache_socket_timeout_s, retry_s=s.cache_retry_s)
             if not self.cache.ping():
-                log.warning("redis at %s does not answer; running without cache until it does", s.redis_url)
+                log.warning("redis at %s does not answer; running without cache until it does",
+                            redact_url(redis_url))
         self.producer = make_producer(s)
         self.models = ModelWatcher(s.model_path, s.device, s.cpu_threads, s.model_poll_interval_s, served,
                                    on_swap=self._model_swapped, on_result=self._reload_result)
@@ -396,9 +399,16 @@ class WorkerApp:
 
     # --- health --------------------------------------------------------------------------------------
     def _live(self) -> tuple[bool, dict]:
+        """A fixed reason code, never the error itself: the body is for a probe, and an exception's
+        text can carry anything (a broker address, a config value). The error is in the log."""
         age = time.monotonic() - self._loop_beat
-        ok = self._fatal is None and age < LIVENESS_S
-        return ok, {"loop_age_s": round(age, 3), **({"fatal": repr(self._fatal)} if self._fatal else {})}
+        if self._fatal is not None:
+            reason = "fatal_error"
+        elif age >= LIVENESS_S:
+            reason = "consume_loop_stalled"
+        else:
+            reason = "ok"
+        return reason == "ok", {"reason": reason, "loop_age_s": round(age, 3)}
 
     def _ready(self) -> tuple[bool, dict]:
         model = self.model
@@ -409,8 +419,17 @@ class WorkerApp:
         # show as fmlc_assigned_partitions == 0.
         detail = {"model_version": model.version if model else None, "joined": self._joined,
                   "assigned_partitions": len(self._assigned), "draining": self._draining}
-        ok = model is not None and self._joined and not self._draining and self._fatal is None
-        return ok, detail
+        if self._fatal is not None:
+            reason = "fatal_error"
+        elif model is None:
+            reason = "no_model"
+        elif self._draining:
+            reason = "draining"
+        elif not self._joined:
+            reason = "not_joined"
+        else:
+            reason = "ok"
+        return reason == "ok", {"reason": reason, **detail}
 
     # --- shutdown ----------------------------------------------------------------------------------
     def _drain(self) -> None:
@@ -489,6 +508,7 @@ def run_worker(settings: WorkerSettings) -> int:
         logging.basicConfig(level=settings.log_level.upper(),
                             format="%(asctime)s %(levelname)s %(name)s %(message)s")
         logging.getLogger("kafka").setLevel(logging.WARNING)
+    install_secret_filter(settings.secret_values())
     log.info("settings: %s", settings.redacted())
     if settings.gil_switch_interval_ms is not None:
         sys.setswitchinterval(settings.gil_switch_interval_ms / 1000)

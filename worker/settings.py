@@ -2,25 +2,56 @@
 
 Command-line flags become constructor overrides (`load_settings(**flags)`); secrets are the one
 exception: they are accepted from the environment only, so that they never show up in a process
-list, a shell history or a crash dump of argv.
+list, a shell history or a crash dump of argv. Secrets are SecretStr (their repr is masked), and
+validation errors never echo the input (`hide_input_in_errors`): a whole-config check would
+otherwise print every value it was given, passwords included.
+
+Settings that make no sense together are refused at start-up with a message that names the
+environment variable to fix (FMLC_...), never a value.
 """
 
 from __future__ import annotations
 
+import contextlib
 import socket
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-SECRET_FIELDS = frozenset({"sasl_password", "ssl_password"})
+# A Redis URL may carry a password (redis://user:password@host:6379/0), so it is a secret too.
+SECRET_FIELDS = frozenset({"sasl_password", "ssl_password", "redis_url"})
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+# Settings that name something and may not be empty or blank.
+REQUIRED_NAMES = ("bootstrap_servers", "input_topic", "output_topic", "dlq_topic", "group_id", "client_id",
+                  "cache_prefix")
+
+
+def env_name(field: str) -> str:
+    return f"FMLC_{field.upper()}"
+
+
+def redact_url(url: str) -> str:
+    """The URL with any user name and password replaced by ***, for log lines."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        if ":" in host:
+            host = f"[{host}]"
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        return "***"  # unparseable: say nothing about it
+    if "@" not in parts.netloc:
+        return url
+    return urlunsplit((parts.scheme, f"***@{host}{port}", parts.path, parts.query, parts.fragment))
 
 
 class WorkerSettings(BaseSettings):
     # FMLC_X=null means "unset" (None) for any optional setting, e.g. FMLC_REDIS_URL=null: no cache.
     model_config = SettingsConfigDict(env_prefix="FMLC_", extra="ignore", validate_default=True,
-                                      env_parse_none_str="null")
+                                      env_parse_none_str="null", hide_input_in_errors=True)
 
     # --- Kafka ---------------------------------------------------------------------------------------
     bootstrap_servers: str = "127.0.0.1:9092"
@@ -89,7 +120,7 @@ class WorkerSettings(BaseSettings):
     model_poll_interval_s: float = Field(30.0, ge=0)  # 0 turns polling off (SIGHUP still reloads)
 
     # --- cache ---------------------------------------------------------------------------------------
-    redis_url: str | None = "redis://127.0.0.1:6379/0"  # empty: no cache
+    redis_url: SecretStr | None = SecretStr("redis://127.0.0.1:6379/0")  # empty: no cache
     cache_ttl_s: int = Field(7 * 24 * 3600, ge=1)
     cache_prefix: str = "fmlc"
     cache_socket_timeout_s: float = Field(0.05, gt=0)
@@ -112,14 +143,44 @@ class WorkerSettings(BaseSettings):
     def _empty_path_is_none(cls, value: Any) -> Any:
         return None if isinstance(value, str) and not value.strip() else value
 
+    @field_validator("redis_url", mode="before")
+    @classmethod
+    def _empty_secret_is_none(cls, value: Any) -> Any:
+        if isinstance(value, SecretStr) and not value.get_secret_value().strip():
+            return None
+        return value
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _known_log_level(cls, value: Any) -> Any:
+        if not isinstance(value, str) or value.strip().upper() not in LOG_LEVELS:
+            # The value itself is not echoed: whatever was set, the fix is one of these.
+            raise ValueError(f"must be one of {', '.join(LOG_LEVELS)}")
+        return value.strip().upper()
+
     @model_validator(mode="after")
-    def _check_security(self) -> WorkerSettings:
+    def _check_together(self) -> WorkerSettings:
+        for name in REQUIRED_NAMES:
+            if not str(getattr(self, name)).strip():
+                raise ValueError(f"{env_name(name)} must not be empty")
         sasl_complete = bool(self.sasl_mechanism and self.sasl_username and self.sasl_password)
         if self.security_protocol.startswith("SASL") and not sasl_complete:
-            raise ValueError(f"security_protocol={self.security_protocol} needs FMLC_SASL_MECHANISM, "
+            raise ValueError(f"FMLC_SECURITY_PROTOCOL={self.security_protocol} needs FMLC_SASL_MECHANISM, "
                              "FMLC_SASL_USERNAME and FMLC_SASL_PASSWORD")
         if self.session_timeout_ms > self.max_poll_interval_ms:
-            raise ValueError("session_timeout_ms must not exceed max_poll_interval_ms")
+            raise ValueError("FMLC_SESSION_TIMEOUT_MS must not exceed FMLC_MAX_POLL_INTERVAL_MS")
+        if self.heartbeat_interval_ms is not None and not (
+                0 < self.heartbeat_interval_ms * 3 < self.session_timeout_ms):
+            # The broker drops a member that misses heartbeats for a session timeout; fewer than
+            # three heartbeats per timeout make one lost packet a rebalance.
+            raise ValueError(f"FMLC_HEARTBEAT_INTERVAL_MS must be positive and below a third of "
+                             f"FMLC_SESSION_TIMEOUT_MS ({self.session_timeout_ms} ms)")
+        if self.max_in_flight is not None and self.max_in_flight < self.batch_size:
+            # The batch would never fill and every batch would wait max_wait_ms.
+            raise ValueError(f"FMLC_MAX_IN_FLIGHT must be at least FMLC_BATCH_SIZE ({self.batch_size})")
+        if self.redis_url is not None and urlsplit(self.redis_url.get_secret_value()).scheme not in (
+                "redis", "rediss", "unix"):
+            raise ValueError("FMLC_REDIS_URL must be a redis://, rediss:// or unix:// URL (or empty: no cache)")
         return self
 
     @property
@@ -133,33 +194,82 @@ class WorkerSettings(BaseSettings):
     def effective_transactional_id(self) -> str:
         return self.transactional_id or f"{self.group_id}-{socket.gethostname()}"
 
+    @property
+    def redis_url_value(self) -> str | None:
+        return self.redis_url.get_secret_value() if self.redis_url is not None else None
+
+    def secret_values(self) -> list[str]:
+        """Every secret as it could appear in text: for the log filter that masks them."""
+        values: list[str] = []
+        for name in sorted(SECRET_FIELDS):
+            secret = getattr(self, name)
+            if secret is not None:
+                values.append(secret.get_secret_value())
+        if self.redis_url is not None:
+            with contextlib.suppress(ValueError):
+                parts = urlsplit(self.redis_url.get_secret_value())
+                values += [parts.password] if parts.password else []
+        return values
+
     def redacted(self) -> dict[str, Any]:
-        """For the start-up log line: everything except secret values."""
+        """For the start-up log line: everything except secret values. The Redis URL keeps its
+        host, port and database (what an operator needs to check) without its credentials."""
         data = self.model_dump(mode="json")
         for name in SECRET_FIELDS:
             if data.get(name):
                 data[name] = "***"
+        if self.redis_url is not None:
+            data["redis_url"] = redact_url(self.redis_url.get_secret_value())
         return data
+
+
+class SettingsError(ValueError):
+    """Settings that cannot be used; the message names the variables, never their values."""
+
+
+def describe_errors(exc: ValidationError) -> str:
+    """One line per problem, each naming its FMLC_ variable. Built from the error's location and
+    message only: the input (which may be a password) is never part of it."""
+    lines = []
+    for err in exc.errors(include_input=False, include_url=False):
+        loc = [str(p) for p in err.get("loc", ()) if isinstance(p, str)]
+        msg = str(err.get("msg", "invalid")).removeprefix("Value error, ")
+        if loc and loc[0] in WorkerSettings.model_fields:
+            lines.append(f"{env_name(loc[0])}: {msg}")
+        else:
+            lines.append(msg)
+    return "; ".join(lines)
 
 
 def load_settings(**overrides: Any) -> WorkerSettings:
     """Environment first, then explicit overrides (CLI flags); None means "flag not given".
 
-    Secrets are refused here on purpose: pass them as FMLC_SASL_PASSWORD / FMLC_SSL_PASSWORD.
+    Secrets are refused here on purpose: pass them as FMLC_SASL_PASSWORD / FMLC_SSL_PASSWORD /
+    FMLC_REDIS_URL. Invalid settings raise SettingsError naming the variables.
     """
     given = {k: v for k, v in overrides.items() if v is not None}
     refused = SECRET_FIELDS & given.keys()
     if refused:
-        raise ValueError(f"{', '.join(sorted(refused))} may only come from the environment "
-                         f"({', '.join('FMLC_' + n.upper() for n in sorted(refused))})")
-    return WorkerSettings(**given)
+        raise SettingsError(f"{', '.join(sorted(refused))} may only come from the environment "
+                            f"({', '.join(env_name(n) for n in sorted(refused))})")
+    try:
+        return WorkerSettings(**given)
+    except ValidationError as exc:
+        raise SettingsError(f"invalid worker settings: {describe_errors(exc)}") from None
 
 
-def env_for(settings: WorkerSettings) -> dict[str, str]:
-    """The settings as FMLC_* variables (non-secret ones), e.g. to start a worker subprocess."""
+def env_for(settings: WorkerSettings, include_secrets: bool = False) -> dict[str, str]:
+    """The settings as FMLC_* variables, e.g. to start a worker subprocess. Secrets only with
+    `include_secrets` (the environment is the one place they may travel); an unset secret always
+    travels as "null", so that a child without a cache does not fall back to the default Redis."""
     env: dict[str, str] = {}
     for name, value in settings.model_dump(mode="json").items():
         if name in SECRET_FIELDS:
+            secret = getattr(settings, name)
+            if secret is None:
+                env[env_name(name)] = "null"
+            elif include_secrets:
+                env[env_name(name)] = secret.get_secret_value()
             continue
         # None travels as "null" (env_parse_none_str): dropping it would let the child fall back to the
         # default, e.g. a cache at 127.0.0.1:6379 where none was wanted.
@@ -170,4 +280,5 @@ def env_for(settings: WorkerSettings) -> dict[str, str]:
     return env
 
 
-__all__ = ["SECRET_FIELDS", "WorkerSettings", "env_for", "load_settings"]
+__all__ = ["LOG_LEVELS", "SECRET_FIELDS", "SettingsError", "WorkerSettings", "describe_errors", "env_for",
+           "env_name", "load_settings", "redact_url"]

