@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -200,3 +201,69 @@ def test_an_idle_connection_is_closed_by_the_server() -> None:
         sock.close()
     finally:
         server.stop()
+
+
+# --- 5. a live worker with secrets planted -----------------------------------------------------------
+
+def _start_redis_with_password(password: str, workdir: Path) -> tuple[subprocess.Popen, int]:
+    from worker.local_services import _redis_binary, free_port, redis_answers
+
+    port = free_port()
+    proc = subprocess.Popen([_redis_binary(), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                             "--appendonly", "no", "--dir", str(workdir), "--requirepass", password],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 10
+    while not redis_answers(f"redis://:{password}@127.0.0.1:{port}/0"):
+        assert time.monotonic() < deadline and proc.poll() is None, "redis-server with a password did not start"
+        time.sleep(0.05)
+    return proc, port
+
+
+@pytest.mark.slow
+def test_a_live_worker_at_debug_level_leaks_no_planted_secret(
+        kafka_broker, redis_server, worker_model_dir: Path, tmp_path: Path) -> None:  # noqa: ANN001
+    from test_worker import TopicReader, complaint, docs, ids_in, produce, settings_for, worker_process
+
+    from bench.streamkit import wait_for
+    from worker.kafka import ensure_topics
+    from worker.local_services import free_port
+
+    redis_proc, redis_port = _start_redis_with_password(PLANTED, tmp_path)
+    try:
+        redis_url = f"redis://default:{PLANTED}@127.0.0.1:{redis_port}/0"
+        port = free_port()
+        s = settings_for(kafka_broker, redis_server, worker_model_dir, redis_url=redis_url, metrics_port=port,
+                         log_level="DEBUG", sasl_username="fmlc", sasl_password=PLANTED, ssl_password=PLANTED)
+        ensure_topics(s)
+        items = docs(30, seed=5, prefix="sec")
+        reader = TopicReader(kafka_broker, s.output_topic, s.dlq_topic)
+        bodies: list[str] = []
+        with worker_process(s, tmp_path / "worker.log") as proc:
+            wait_for(lambda: "partitions assigned" in proc.log(), 60, "the worker in its group")
+            # Twice the same texts (the second pass must come from the password-protected cache) and
+            # two malformed messages (dead letters carry an error text).
+            produce(kafka_broker, s.input_topic, [(c.encode(), complaint(c, t)) for c, t in items])
+            reader.wait(lambda r: len(ids_in(r, s.output_topic)) >= len(items), 60, "first pass")
+            produce(kafka_broker, s.input_topic, [(f"{c}-again".encode(), complaint(f"{c}-again", t))
+                                                  for c, t in items] + [(b"bad", b"{oops"), (b"bad2", b"")])
+            reader.wait(lambda r: len(r) >= 2 * len(items) + 2, 60, "second pass and dead letters")
+            for path in ("/healthz", "/readyz", "/metrics", "/nothing-here"):
+                code, body = _get(f"http://127.0.0.1:{port}{path}")
+                bodies.append(json.dumps(body) if not isinstance(body, str) else body)
+            proc.signal(signal.SIGTERM)
+            assert proc.wait(s.shutdown_timeout_s + 5) == 0
+            log = proc.log()
+        cached = sum(1 for r in reader.of(s.output_topic) if json.loads(r.value).get("cached"))
+        records = [r.value or b"" for r in reader.records] + [
+            b"".join(v for _, v in (r.headers or [])) for r in reader.records]
+        reader.close()
+    finally:
+        redis_proc.terminate()
+        redis_proc.wait(10)
+    assert cached == len(items), "the worker used the Redis URL's password (the second pass was cached)"
+    assert " DEBUG " in log and "settings: " in log, "the log is at DEBUG level and has the settings dump"
+    assert "redis://***@127.0.0.1" in log, "the settings dump shows where Redis is, without credentials"
+    assert PLANTED not in log
+    for body in bodies:
+        assert PLANTED not in body
+    assert all(PLANTED.encode() not in r for r in records)
