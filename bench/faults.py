@@ -1,6 +1,6 @@
 """Fault runs against the real worker process, each checking itself (PASS/FAIL with counts).
 
-    python -m bench.faults [--only sigkill,broker_freeze,worker_freeze,redis_restart,soak,hostile,poison]
+    python -m bench.faults [--only sigkill,broker_freeze,worker_freeze,redis_restart,soak,hostile,poison,codecs]
                            [--model DIR] [--soak-messages 100000] [--kills 3]
 
 Every scenario starts its own Tansu broker (memory-only) and runs `python -m worker` subprocesses
@@ -22,7 +22,9 @@ runs/bench-tiny-model like tests/model_fixtures.py does):
   letter with the expected reason, and inputs = outputs + dead letters exactly;
 - poison: inputs that are valid enough to get past the parser's error handling (deep JSON nesting,
   a lone UTF-16 surrogate with and without the cache), each alone with a fresh worker: handled, or
-  the worker dies (and dies again on restart — a crash loop).
+  the worker dies (and dies again on restart — a crash loop);
+- codecs: librdkafka producers (confluent-kafka) write none, gzip, lz4, zstd and snappy batches into
+  the input topic: every message is answered, no poll fails.
 
 Results: bench/results/faults.{json,md} (with --only, merged into the existing results).
 """
@@ -703,11 +705,58 @@ def poison(args: argparse.Namespace, model: Path) -> dict:
     return {"checks": checks, "passed": all(checks.values()), "probes": probes}
 
 
+# --- (h) every compression codec, from an independent client ----------------------------------------
+
+def codecs(args: argparse.Namespace, model: Path) -> dict:
+    """librdkafka (confluent-kafka) producers write each codec into the input topic; the worker
+    answers every message and produces its own outputs with FMLC_COMPRESSION (default)."""
+    import confluent_kafka
+
+    from worker.local_services import start_broker
+
+    broker = start_broker(log_path=str(WORKDIR / "codecs-broker.log"))
+    names = ("none", "gzip", "lz4", "zstd", "snappy")
+    per = args.codec_messages
+    try:
+        s = worker_settings(broker.bootstrap, model, batch_size=32, topic_partitions=2)
+        ensure(s)
+        texts = synthetic_texts(per * len(names), 71)
+        ids: dict[str, list[str]] = {}
+        for k, codec in enumerate(names):
+            p = confluent_kafka.Producer({"bootstrap.servers": broker.bootstrap, "compression.type": codec,
+                                          "linger.ms": 20, "enable.idempotence": True})
+            ids[codec] = [f"{codec}-{i}" for i in range(per)]
+            for i, cid in enumerate(ids[codec]):
+                p.produce(s.input_topic, key=cid.encode(), value=message(cid, texts[k * per + i]))
+            left = p.flush(30)
+            if left:
+                raise RuntimeError(f"{left} {codec} messages not delivered by librdkafka")
+        reader, col = start_reader(broker.bootstrap, s)
+        w = WorkerProcess(s, WORKDIR / "codecs-worker.log")
+        w.wait_ready(120)
+        every = [i for group in ids.values() for i in group]
+        with contextlib.suppress(TimeoutError):
+            wait_for(lambda: col.have_all(every), 120, "every codec answered", interval=0.2)
+        m = w.metrics()
+        exit_code = w.terminate()
+        reader.close()
+        truth = final_counts(broker.bootstrap, s, every)
+    finally:
+        broker.stop()
+    answered = {codec: sum(1 for i in group if col.per_id[i]) for codec, group in ids.items()}
+    undecodable = metric(m, "fmlc_poll_errors_total", kind="undecodable")
+    checks = {f"{codec}: {per}/{per} answered": answered[codec] == per for codec in names}
+    checks["no poll errors"] = undecodable == 0 and metric(m, "fmlc_poll_errors_total", kind="other") == 0
+    checks[f"worker produced with compression={s.compression} and exited 0"] = exit_code == 0
+    return {"checks": checks, "passed": all(checks.values()), "answered": answered, "counts": truth,
+            "output_compression": s.compression, "settings": {"messages_per_codec": per, "partitions": 2}}
+
+
 # --- driver --------------------------------------------------------------------------------------
 
 SCENARIOS: dict[str, Callable[[argparse.Namespace, Path], dict]] = {
     "sigkill": sigkill, "broker_freeze": broker_freeze, "worker_freeze": worker_freeze,
-    "redis_restart": redis_restart, "soak": soak, "hostile": hostile, "poison": poison,
+    "redis_restart": redis_restart, "soak": soak, "hostile": hostile, "poison": poison, "codecs": codecs,
 }
 
 
@@ -784,6 +833,10 @@ def summary(name: str, r: dict) -> str:
     if name == "hostile":
         return (f"inputs {c['inputs']} = outputs {c['outputs']} + dead letters {c['dead_letters']}; "
                 f"{len(r['cases']) - len(r['wrong'])}/{len(r['cases'])} cases as expected")
+    if name == "codecs":
+        return (f"librdkafka producers, {r['settings']['messages_per_codec']} messages per codec: " +
+                ", ".join(f"{k} {v}" for k, v in r["answered"].items()) +
+                f" answered; outputs produced with {r['output_compression']}")
     if name == "poison":
         return "; ".join(f"{p['case']}: {'ok' if p['ok'] else ('CRASH LOOP' if p['crash_loop'] else 'FAIL')}"
                          for p in r["probes"])
@@ -799,6 +852,7 @@ def main() -> None:
     ap.add_argument("--freeze-s", type=float, default=15.0)
     ap.add_argument("--soak-messages", type=int, default=100_000)
     ap.add_argument("--soak-timeout-s", type=float, default=1500)
+    ap.add_argument("--codec-messages", type=int, default=200)
     args = ap.parse_args()
     chosen = [x.strip() for x in args.only.split(",") if x.strip()]
     unknown = [x for x in chosen if x not in SCENARIOS]

@@ -416,3 +416,24 @@ def test_poll_errors_are_counted_by_kind() -> None:
     assert poll_error_kind(UnsupportedCodecError("lz4")) == "undecodable"
     assert poll_error_kind(CorruptRecordError("crc")) == "undecodable"
     assert poll_error_kind(KafkaConnectionError()) == "other"
+
+
+def test_start_up_refuses_a_missing_codec_and_the_producer_compresses(monkeypatch: pytest.MonkeyPatch) -> None:
+    from kafka import codec
+
+    from worker.kafka import check_codecs, producer_config
+
+    check_codecs()  # the worker's dependencies bring every codec
+    monkeypatch.setattr(codec, "has_lz4", lambda: False)
+    from worker import kafka as wk
+
+    monkeypatch.setitem(wk.CODEC_LIBRARIES, "lz4", (codec.has_lz4, "lz4"))
+    with pytest.raises(RuntimeError, match=r"lz4 \(pip install lz4\)"):
+        check_codecs()
+    monkeypatch.undo()
+
+    assert WorkerSettings().compression == "zstd"
+    with pytest.raises(ValueError, match="compression"):
+        WorkerSettings(compression="brotli")
+    for name, expected in (("none", None), ("lz4", "lz4"), ("zstd", "zstd"), ("snappy", "snappy")):
+        assert producer_config(WorkerSettings(compression=name))["compression_type"] == expected

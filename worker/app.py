@@ -32,7 +32,7 @@ from kafka.structs import OffsetAndMetadata
 from worker.alerts import AlertRules
 from worker.cache import LabelCache
 from worker.health import HealthServer
-from worker.kafka import ensure_topics, make_consumer, make_producer
+from worker.kafka import check_codecs, ensure_topics, make_consumer, make_producer
 from worker.logs import install_secret_filter
 from worker.metrics import WorkerMetrics
 from worker.model import ModelWatcher, ServedModel, load_model
@@ -104,6 +104,7 @@ class WorkerApp:
     # --- public -------------------------------------------------------------------------------------
     def start(self) -> WorkerApp:
         s = self.s
+        check_codecs()
         served = self._preloaded or load_model(s.model_path, s.device, s.cpu_threads)
         self.metrics.set_model(served.version, served.device)
         log.info("model %s on %s, %d labels", served.version, served.device, len(served.labels))

@@ -15,7 +15,7 @@ import contextlib
 import logging
 from typing import Any
 
-from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, codec
 from kafka.admin import NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
@@ -26,6 +26,21 @@ log = logging.getLogger(__name__)
 
 class MissingTopicsError(RuntimeError):
     pass
+
+
+# The codecs a Kafka producer may use, and the library kafka-python needs to read each one.
+CODEC_LIBRARIES = {"gzip": (codec.has_gzip, "(built in)"), "snappy": (codec.has_snappy, "python-snappy"),
+                   "lz4": (codec.has_lz4, "lz4"), "zstd": (codec.has_zstd, "zstandard")}
+
+
+def check_codecs() -> None:
+    """Refuse to start without every codec: kafka-python fails a whole fetch on one batch it cannot
+    decompress, so a single lz4 producer would otherwise stall the partition (and, through the
+    failed polls, the whole consumer)."""
+    missing = [f"{name} (pip install {lib})" for name, (has, lib) in CODEC_LIBRARIES.items() if not has()]
+    if missing:
+        raise RuntimeError("kafka-python cannot decompress " + ", ".join(missing) +
+                           "; install the worker's dependencies (pip install 'fmlc')")
 
 
 def client_config(s: WorkerSettings) -> dict[str, Any]:
@@ -68,19 +83,24 @@ def make_consumer(s: WorkerSettings) -> KafkaConsumer:
     )
 
 
-def make_producer(s: WorkerSettings) -> KafkaProducer:
+def producer_config(s: WorkerSettings) -> dict[str, Any]:
     cfg: dict[str, Any] = {
         **client_config(s),
         "acks": "all",
         "enable_idempotence": True,  # producer retries must not duplicate outputs
         "linger_ms": 2,
         "max_request_size": max(1_048_576, s.max_dead_letter_bytes + 64 * 1024),
+        "compression_type": None if s.compression == "none" else s.compression,
         "allow_auto_create_topics": False,
     }
     if s.exactly_once:
         cfg["transactional_id"] = s.effective_transactional_id()
         cfg["transaction_timeout_ms"] = s.transaction_timeout_ms
-    producer = KafkaProducer(**cfg)
+    return cfg
+
+
+def make_producer(s: WorkerSettings) -> KafkaProducer:
+    producer = KafkaProducer(**producer_config(s))
     if s.exactly_once:
         # Fences an earlier incarnation with the same transactional id and aborts what it left open.
         producer.init_transactions()
@@ -121,4 +141,5 @@ def ensure_topics(s: WorkerSettings, extra: list[str] | tuple[str, ...] = ()) ->
         admin.close()
 
 
-__all__ = ["MissingTopicsError", "client_config", "ensure_topics", "make_consumer", "make_producer"]
+__all__ = ["CODEC_LIBRARIES", "MissingTopicsError", "check_codecs", "client_config", "ensure_topics",
+           "make_consumer", "make_producer", "producer_config"]

@@ -85,6 +85,10 @@ class WorkerSettings(BaseSettings):
     ssl_password: SecretStr | None = None
     ssl_check_hostname: bool = True
     max_dead_letter_bytes: int = Field(900_000, ge=1_024)  # under the broker's default 1 MB message limit
+    # Codec of everything the worker produces (outputs, alerts, dead letters). zstd: 4.6x smaller
+    # outputs than none for about 2 us more CPU per message (bench/results/compression.md); readers
+    # need Kafka clients from 2.1 on. Input is read in whatever codec its producers chose.
+    compression: Literal["none", "gzip", "lz4", "zstd", "snappy"] = "zstd"
 
     # --- model and batching --------------------------------------------------------------------------
     model_path: Path = Path("runs/model")
