@@ -30,6 +30,8 @@ VARIANTS: dict[str, tuple[str, dict]] = {
     "gamma4": ("γ- = 4", {"asl_gamma_neg": 4.0}),
     "margin0": ("margin 0", {"asl_margin": 0.0}),
     "margin0.2": ("margin 0.2", {"asl_margin": 0.2}),
+    "focus-detached": ("ASL focusing weights without gradient", {"asl_detach_focusing": True}),
+    "focus-grad": ("ASL focusing weights with gradient (the ASL reference's default)", {"asl_detach_focusing": False}),
     "edges0.1": ("edges at P(j|i) >= 0.1", {"graph_threshold": 0.1}),
     "edges0.5": ("edges at P(j|i) >= 0.5", {"graph_threshold": 0.5}),
     "weight0.5": ("neighbour weight 0.5", {"graph_neighbour_weight": 0.5}),

@@ -62,6 +62,7 @@ class TrainConfig:
     asl_gamma_neg: float = 2.0
     asl_gamma_pos: float = 0.0
     asl_margin: float = 0.05
+    asl_detach_focusing: bool = True  # see fmlc.losses.AsymmetricLoss
     grad_clip: float = 5.0
     max_len: int = 256
     vocab_min_count: int = 2
@@ -238,7 +239,8 @@ def fit(prep: Prepared, cfg: TrainConfig) -> TrainResult:
     device = torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     net, graph_summary = _init_model(cfg, prep)
     net.to(device)
-    loss_fn = make_loss(cfg.loss, cfg.asl_gamma_neg, cfg.asl_gamma_pos, cfg.asl_margin)
+    loss_fn = make_loss(cfg.loss, cfg.asl_gamma_neg, cfg.asl_gamma_pos, cfg.asl_margin,
+                        cfg.asl_detach_focusing)
     optimiser = torch.optim.Adam([p for p in net.parameters() if p.requires_grad], lr=cfg.lr)
     encoded = [prep.vocab.encode(t, cfg.max_len) for t in prep.tokens["train"]]
     y_train = torch.from_numpy(prep.y["train"])
