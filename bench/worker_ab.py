@@ -44,7 +44,7 @@ def run_ab(cfg: BenchConfig, variants: dict[str, dict[str, str]], rounds: int) -
 
     cfg.workdir.mkdir(parents=True, exist_ok=True)
     pool = TextPool(cfg.texts)
-    predictor = Predictor.load(cfg.model_dir, device="cpu", threads=1)
+    predictor = Predictor.load(cfg.model_dir, device="cpu", torch_threads=1)
     limit_texts = cfg.texts[: cfg.limit_docs]
     predictor.predict(limit_texts[:16], batch_size=cfg.batch_size)  # warm-up
     runs: dict[str, list[dict]] = {name: [] for name in variants}

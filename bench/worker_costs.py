@@ -39,7 +39,7 @@ def main() -> None:
 
     torch.set_num_threads(1)
     model_dir, _ = train_bench_model(REPO / "runs" / "bench-model")
-    pred = Predictor.load(model_dir, device="cpu", threads=1)
+    pred = Predictor.load(model_dir, device="cpu", torch_threads=1)
     texts = ccks_texts()
     sample, other = texts[:4096], texts[4096:]
     tokens = pred.tokenize(sample)

@@ -553,7 +553,7 @@ def run_bench(cfg: BenchConfig) -> dict:
     if len(cfg.texts) < cfg.messages:
         raise ValueError(f"need at least {cfg.messages} distinct texts, got {len(cfg.texts)}")
     pool = TextPool(cfg.texts)
-    predictor = Predictor.load(cfg.model_dir, device="cpu", threads=1)
+    predictor = Predictor.load(cfg.model_dir, device="cpu", torch_threads=1)
     t_begin = time.time()
     load_before = os.getloadavg()
     with services(cfg, "broker.log") as (bootstrap, broker_pid, redis_url):

@@ -125,6 +125,21 @@ def predict(
 
 
 @app.command()
+def tokenize(
+    model: Annotated[Path, typer.Option(help="artifact directory")],
+    texts: Annotated[list[str], typer.Argument(help="texts to segment")],
+) -> None:
+    """Print, as JSON, the tokens the served model sees for each text (normalised, segmented with the
+    model's own user dictionary, stop words out, cut at its max length), to debug segmentation."""
+    from fmlc import Predictor
+
+    predictor = Predictor.load(model, device="cpu")
+    for text, tokens in zip(texts, predictor.tokenize(texts), strict=True):
+        typer.echo(json.dumps({"text": text, "tokens": tokens, "model_version": predictor.version},
+                              ensure_ascii=False))
+
+
+@app.command()
 def experiment(
     data: Annotated[Path, typer.Option(help="JSONL file or directory of a labelled set")],
     out: Annotated[Path, typer.Option(help="report directory, e.g. reports/ccks2019_fin")],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Sequence
 from contextlib import nullcontext
@@ -14,6 +15,8 @@ from fmlc import artifact as artifact_io
 from fmlc.batching import length_chunks, pad_batch
 from fmlc.models import build_model
 from fmlc.text import Tokenizer
+
+log = logging.getLogger(__name__)
 
 
 class OutOfMemoryError(RuntimeError):
@@ -51,13 +54,22 @@ def pick_device(device: str | None) -> torch.device:
 
 
 class Predictor:
-    """Load once, predict many times. `predict` = `tokenize` (jieba, CPU) + `predict_tokens` (model)."""
+    """Load once, predict many times. `predict` = `tokenize` (jieba, CPU) + `predict_tokens` (model).
 
-    def __init__(self, art: artifact_io.Artifact, device: str | None = None, threads: int | None = None,
+    `torch_threads` is process-wide: torch has one intra-op thread pool per process, so setting it
+    here changes it for every model and every thread of the process. None (the default) leaves it
+    as it is.
+    """
+
+    def __init__(self, art: artifact_io.Artifact, device: str | None = None, *, torch_threads: int | None = None,
                  quantize: bool = False, use_tuned_thresholds: bool = True, version: str = "",
                  batch_size: int = 64, evidence_k: int = 3, max_batch_tokens: int | None = None) -> None:
-        if threads:
-            torch.set_num_threads(threads)
+        if torch_threads is not None:
+            if torch_threads < 1:
+                raise ValueError(f"torch_threads must be >= 1, got {torch_threads}")
+            if torch_threads != torch.get_num_threads():
+                log.info("setting torch's process-wide thread count %d -> %d", torch.get_num_threads(), torch_threads)
+                torch.set_num_threads(torch_threads)
         self.artifact = art
         self.labels = art.labels
         self.version = version
@@ -65,6 +77,12 @@ class Predictor:
         self.evidence_k = evidence_k
         self.max_len = art.max_len
         self.tokenizer = Tokenizer.from_config(art.tokenizer_config)
+        trained_with = (art.meta.get("train_config") or {}).get("user_dict")
+        if trained_with and "user_dict" not in art.tokenizer_config:
+            # Made before the dictionary travelled inside the artifact: it was always served without it.
+            log.warning("model %s was trained with the user dictionary %s, which this artifact does not carry "
+                        "(made by an older fmlc); it is served without it, so segmentation differs from training. "
+                        "Retrain to serve it with its dictionary.", version or "(unversioned)", trained_with)
         self.thresholds = art.thresholds if use_tuned_thresholds else np.full(len(art.labels), art.default_threshold,
                                                                               dtype=np.float32)
         self._device = pick_device(device)
@@ -82,10 +100,11 @@ class Predictor:
         self._thresholds_t = torch.as_tensor(self.thresholds, device=self._device)
 
     @classmethod
-    def load(cls, path: str | os.PathLike, device: str | None = None, threads: int | None = None,
+    def load(cls, path: str | os.PathLike, device: str | None = None, *, torch_threads: int | None = None,
              **kwargs: object) -> Predictor:
         art = artifact_io.load(path)
-        return cls(art, device=device, threads=threads, version=artifact_io.read_version(path), **kwargs)
+        return cls(art, device=device, torch_threads=torch_threads, version=artifact_io.read_version(path),
+                   **kwargs)
 
     @staticmethod
     def artifact_version(path: str | os.PathLike) -> str:
@@ -96,7 +115,10 @@ class Predictor:
         return str(self._device)
 
     def tokenize(self, texts: Sequence[str]) -> list[list[str]]:
-        return [self.tokenizer.tokenize(t)[: self.max_len] for t in texts]
+        """The tokens the model sees for each text (what `fmlc tokenize` prints; the worker's
+        tokenizer process runs the same `Tokenizer.tokenize(text, max_len)` from the same config)."""
+        _texts_not_str(texts, "tokenize")
+        return self.tokenizer.tokenize_many(texts, self.max_len)
 
     def _autocast(self):  # noqa: ANN202 - context manager type differs by branch
         if self._device.type == "cuda":
@@ -116,10 +138,12 @@ class Predictor:
     def scores(self, tokens: Sequence[Sequence[str]], batch_size: int | None = None,
                length_aware: bool = True) -> np.ndarray:
         """Probabilities [N, L] without thresholds (for evaluation)."""
+        _token_lists(tokens, "scores")
         return self._run(tokens, batch_size, length_aware, with_evidence=False)[0]
 
     def predict_tokens(self, tokens: Sequence[Sequence[str]], batch_size: int | None = None,
                        length_aware: bool = True) -> list[Prediction]:
+        _token_lists(tokens, "predict_tokens")
         probs, evidence = self._run(tokens, batch_size, length_aware, with_evidence=True)
         results = []
         for i in range(len(tokens)):
@@ -130,6 +154,9 @@ class Predictor:
         return results
 
     def predict(self, texts: Sequence[str], batch_size: int | None = None) -> list[Prediction]:
+        """One Prediction per text, in order. `texts` is a list of strings: a bare string is refused
+        rather than classified character by character."""
+        _texts_not_str(texts, "predict")
         return self.predict_tokens(self.tokenize(texts), batch_size=batch_size)
 
     def _run(self, tokens: Sequence[Sequence[str]], batch_size: int | None, length_aware: bool,
@@ -166,3 +193,15 @@ class Predictor:
                 if len(words) == self.evidence_k:
                     break
             out[chunk[r]][lab] = words
+
+
+def _texts_not_str(texts: object, method: str) -> None:
+    if isinstance(texts, str):
+        raise TypeError(f"Predictor.{method}() takes a list of texts, not one string (which would be read "
+                        f"character by character); for one text pass [text]: predictor.{method}([text])")
+
+
+def _token_lists(tokens: object, method: str) -> None:
+    if isinstance(tokens, str) or any(isinstance(t, str) for t in tokens):  # type: ignore[attr-defined]
+        raise TypeError(f"Predictor.{method}() takes one list of tokens per text (e.g. from "
+                        "Predictor.tokenize(texts)), not strings")

@@ -33,46 +33,84 @@ def default_stopwords() -> frozenset[str]:
     return frozenset(w.strip() for w in raw.splitlines() if w.strip() and not w.startswith("#"))
 
 
+# Names the whole text → tokens recipe below (normalize(), jieba with HMM, the content filter).
+# An artifact records it; a change to any of them gets a new name, and an artifact made under
+# another name is refused instead of being served with tokens it was not trained on.
+NORMALIZATION = "nfkc-lower-jieba-hmm-1"
+_USER_DICT_LINE = re.compile(r"^(.+?)( [0-9]+)?( [a-z]+)?$")  # jieba's own "word [freq] [tag]" format
+
+
+def read_user_dict(path: str | Path) -> tuple[str, ...]:
+    """The entries of a jieba user dictionary file (UTF-8, one `word [freq] [tag]` per line)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"user dictionary {path} does not exist")
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"user dictionary {path}: not valid UTF-8 ({exc.reason} at byte {exc.start})") from None
+    return tuple(line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#"))
+
+
 @dataclass
 class Tokenizer:
     """jieba segmentation with an optional user dictionary and a stop-word list.
 
     Each Tokenizer owns its own jieba instance so that a user dictionary never leaks into
-    another model loaded in the same process.
+    another model loaded in the same process. The dictionary's entries (not its path) are part
+    of `to_config()`, so they travel inside a model artifact and the model is served with the
+    segmentation it was trained on.
     """
 
-    user_dict: str | None = None
+    user_dict: str | None = None  # a file to read the entries from
     stopwords: frozenset[str] = field(default_factory=default_stopwords)
     max_tokens: int | None = None
+    user_dict_entries: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        self._jieba = jieba.Tokenizer()
         if self.user_dict:
-            path = Path(self.user_dict)
-            if not path.is_file():
-                raise FileNotFoundError(f"user dictionary {path} does not exist")
-            self._jieba.load_userdict(str(path))
+            self.user_dict_entries = tuple(self.user_dict_entries) + read_user_dict(self.user_dict)
+        self._jieba = jieba.Tokenizer()
+        for entry in self.user_dict_entries:
+            word, freq, tag = _USER_DICT_LINE.match(entry).groups()  # type: ignore[union-attr]
+            # Words are normalised like the text they must match (full-width, upper case).
+            word = normalize(word)
+            if word:
+                self._jieba.add_word(word, int(freq) if freq else None, tag.strip() if tag else None)
 
-    def tokenize(self, text: str) -> list[str]:
+    def tokenize(self, text: str, max_len: int | None = None) -> list[str]:
+        """The tokens a model sees: normalise, segment, drop stop words and punctuation, cut at
+        `max_len` (and `max_tokens`). Training, `Predictor` and the worker's tokenizer process all
+        call this."""
         tokens = [
             t
             for t in self._jieba.lcut(normalize(text), HMM=True)
             if t.strip() and t not in self.stopwords and _CONTENT.search(t)
         ]
-        return tokens[: self.max_tokens] if self.max_tokens else tokens
+        limits = [n for n in (self.max_tokens, max_len) if n]
+        return tokens[: min(limits)] if limits else tokens
 
-    def tokenize_many(self, texts: Iterable[str]) -> list[list[str]]:
-        return [self.tokenize(t) for t in texts]
+    def tokenize_many(self, texts: Iterable[str], max_len: int | None = None) -> list[list[str]]:
+        return [self.tokenize(t, max_len) for t in texts]
 
     def to_config(self) -> dict:
-        # The stop-word list travels with the model so that a later edit of the packaged list
-        # cannot silently change what an old artifact sees.
-        return {"stopwords": sorted(self.stopwords), "max_tokens": self.max_tokens}
+        # The stop-word list and the user dictionary travel with the model so that a later edit of
+        # the packaged list, or a user dictionary left behind on the training machine, cannot
+        # silently change what a model sees. Both sit in config.json, which the version hashes.
+        return {"normalization": NORMALIZATION, "stopwords": sorted(self.stopwords), "max_tokens": self.max_tokens,
+                "user_dict": list(self.user_dict_entries)}
 
     @classmethod
-    def from_config(cls, config: dict, user_dict: str | None = None) -> Tokenizer:
-        return cls(user_dict=user_dict, stopwords=frozenset(config["stopwords"]),
-                   max_tokens=config.get("max_tokens"))
+    def from_config(cls, config: dict) -> Tokenizer:
+        """Rebuild a model's tokenizer. Configs written before the normalisation name and the user
+        dictionary were recorded have neither: they were made with the one normalisation that
+        existed then and were served without a dictionary, which is what they get here."""
+        normalization = config.get("normalization", NORMALIZATION)
+        if normalization != NORMALIZATION:
+            raise ValueError(f"tokenizer normalization {normalization!r} is not known to this fmlc (it has "
+                             f"{NORMALIZATION!r}); serve the model with the fmlc version that trained it")
+        return cls(stopwords=frozenset(config["stopwords"]), max_tokens=config.get("max_tokens"),
+                   user_dict_entries=tuple(config.get("user_dict", ())))
 
 
 def join_tokens(tokens: Sequence[str]) -> str:

@@ -42,7 +42,7 @@ def default_cpu_threads() -> int:
 def load_model(path: Path, device: str | None, threads: int | None) -> ServedModel:
     if threads is None and not (device or "auto").startswith("cuda"):
         threads = default_cpu_threads()
-    predictor = Predictor.load(path, device=device, threads=threads)
+    predictor = Predictor.load(path, device=device, torch_threads=threads)
     # jieba builds its dictionary and torch its kernels on first use (about a second); doing that
     # here keeps the first real batch — and a reload's first batch — inside the latency target.
     predictor.predict(["预热：借款平台客服电话打不通，利息太高。"])
