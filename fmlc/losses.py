@@ -29,8 +29,8 @@ class AsymmetricLoss(nn.Module):
     Focusing weights: `detach_focusing=True` computes (1-p)^γ+ and p_m^γ- without gradient, so
     they only scale the log-likelihood gradient; False lets the gradient flow through them too,
     which is what the reference implementation does by default (its optional
-    `disable_torch_grad_focal_loss` detaches them). The default here, True, was chosen by
-    measurement: `reports/duee1.0/asl_focusing/` and docs/decisions/0030-asl-focusing-weights.md.
+    `disable_torch_grad_focal_loss` detaches them). The default, True, is what every committed
+    experiment trained with.
     """
 
     def __init__(self, gamma_neg: float = 2.0, gamma_pos: float = 0.0, margin: float = 0.05,
