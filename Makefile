@@ -14,11 +14,11 @@ demo: setup
 	$(VENV)/bin/fmlc demo $(ARGS)
 
 test: setup-test
-	$(VENV)/bin/ruff check fmlc training worker tests bench
+	$(VENV)/bin/ruff check fmlc training worker tests bench deploy
 	$(PY) -m pytest -q $(ARGS)
 
 lint: setup-test
-	$(VENV)/bin/ruff check fmlc training worker tests bench
+	$(VENV)/bin/ruff check fmlc training worker tests bench deploy
 
 clean:
 	rm -rf $(VENV) build *.egg-info

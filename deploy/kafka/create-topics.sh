@@ -11,10 +11,22 @@ FMLC_PARTITIONS=${FMLC_PARTITIONS:-6}
 ALERT_PARTITIONS=${ALERT_PARTITIONS:-1}
 ALERT_RULES=${ALERT_RULES:-/etc/fmlc/alert_rules.yaml}
 KAFKA_TOPICS=${KAFKA_TOPICS:-/opt/kafka/bin/kafka-topics.sh}
+# One broker in docker compose; a production cluster (the Kubernetes Job) sets 3.
+FMLC_REPLICATION=${FMLC_REPLICATION:-1}
+# Client properties (security.protocol, sasl.*) for a secured cluster; used when the file exists.
+# The Kubernetes Job mounts it from the worker's Secret, so no credential is on the command line.
+COMMAND_CONFIG=${COMMAND_CONFIG:-/etc/fmlc/kafka/client.properties}
+
+kafka_topics() {
+    if [ -r "$COMMAND_CONFIG" ]; then
+        "$KAFKA_TOPICS" --bootstrap-server "$BOOTSTRAP_SERVERS" --command-config "$COMMAND_CONFIG" "$@"
+    else
+        "$KAFKA_TOPICS" --bootstrap-server "$BOOTSTRAP_SERVERS" "$@"
+    fi
+}
 
 create() {
-    "$KAFKA_TOPICS" --bootstrap-server "$BOOTSTRAP_SERVERS" --create --if-not-exists \
-        --topic "$1" --partitions "$2" --replication-factor 1
+    kafka_topics --create --if-not-exists --topic "$1" --partitions "$2" --replication-factor "$FMLC_REPLICATION"
 }
 
 for topic in fmlc.complaints fmlc.labels fmlc.dead-letter; do
@@ -39,4 +51,4 @@ for topic in $alert_topics; do
     create "$topic" "$ALERT_PARTITIONS"
 done
 
-"$KAFKA_TOPICS" --bootstrap-server "$BOOTSTRAP_SERVERS" --describe
+kafka_topics --describe
