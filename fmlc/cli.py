@@ -3,14 +3,43 @@ commands so that `fmlc --help` is instant and `fmlc predict` never loads trainin
 
 from __future__ import annotations
 
+import functools
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 import typer
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="FMLC: multi-label classification of Chinese internet-finance complaints.")
+_state = {"debug": False}
+F = TypeVar("F", bound=Callable[..., object])
+
+
+@app.callback()
+def _main(debug: Annotated[bool, typer.Option("--debug", help="show the traceback of an error")] = False) -> None:
+    _state["debug"] = debug
+
+
+def _user_errors(command: F) -> F:
+    """Errors in what the user gave (data, artifact, file, setting) end the command with their own
+    one-line message on stderr and exit code 2; `fmlc --debug ...` lets the traceback through."""
+
+    @functools.wraps(command)
+    def wrapper(*args: object, **kwargs: object) -> object:
+        try:
+            return command(*args, **kwargs)
+        # training.data.DataError and fmlc.artifact.ArtifactError are ValueErrors whose message
+        # already names the file (and line and field); not imported here, so that `fmlc predict`
+        # never loads training code.
+        except (ValueError, FileNotFoundError) as exc:
+            if _state["debug"]:
+                raise
+            typer.echo(str(exc), err=True)
+            raise typer.Exit(2) from None
+
+    return wrapper  # type: ignore[return-value]
 
 
 @app.command()
@@ -25,6 +54,7 @@ def synth(n: Annotated[int, typer.Option(help="number of complaints")] = 10_000,
 
 
 @app.command()
+@_user_errors
 def train(
     data: Annotated[Path, typer.Option(help="JSONL/CSV file or a directory of JSONL files")],
     out: Annotated[Path, typer.Option(help="artifact directory to write")],
@@ -63,6 +93,8 @@ def train(
     _report_load(loaded)
     splits = split_records(loaded.records, seed=seed, use_given=use_given_split)
     typer.echo("split: " + ", ".join(f"{k} {len(v)}" for k, v in splits.items()))
+    for note in splits.notes:
+        typer.echo(f"split: {note}", err=True)
     result = run_training(splits, cfg, out)
     print_split_metrics(result.metrics, "test")
     typer.echo(f"model {result.version} written to {out}")
@@ -77,6 +109,7 @@ def _report_load(loaded: object) -> None:
 
 
 @app.command()
+@_user_errors
 def evaluate(
     model: Annotated[Path, typer.Option(help="artifact directory")],
     data: Annotated[Path, typer.Option(help="labelled JSONL/CSV file")],
@@ -110,6 +143,7 @@ def evaluate(
 
 
 @app.command()
+@_user_errors
 def predict(
     model: Annotated[Path, typer.Option(help="artifact directory")],
     texts: Annotated[list[str], typer.Argument(help="complaint texts")],
@@ -125,6 +159,7 @@ def predict(
 
 
 @app.command()
+@_user_errors
 def tokenize(
     model: Annotated[Path, typer.Option(help="artifact directory")],
     texts: Annotated[list[str], typer.Argument(help="texts to segment")],
@@ -140,6 +175,7 @@ def tokenize(
 
 
 @app.command()
+@_user_errors
 def experiment(
     data: Annotated[Path, typer.Option(help="JSONL file or directory of a labelled set")],
     out: Annotated[Path, typer.Option(help="report directory, e.g. reports/ccks2019_fin")],

@@ -40,5 +40,18 @@ def test_bad_record_stops_training_with_file_line_field(tmp_path: Path) -> None:
     data.write_text('{"id": "1", "text": "借款利息太高", "labels": ["利率争议"]}\n'
                     '{"id": "2", "text": "", "labels": ["利率争议"]}\n', encoding="utf-8")
     result = runner.invoke(app, ["train", "--data", str(data), "--out", str(tmp_path / "m"), "--quiet"])
-    assert result.exit_code != 0
-    assert "bad.jsonl:2: text:" in str(result.exception)
+    assert result.exit_code == 2
+    assert result.stderr == f"{data}:2: text: must not be empty\n"  # one line, no traceback
+    assert "Traceback" not in result.output
+    debug = runner.invoke(app, ["--debug", "train", "--data", str(data), "--out", str(tmp_path / "m"), "--quiet"])
+    assert debug.exit_code != 0 and "bad.jsonl:2: text:" in str(debug.exception)
+
+
+def test_bad_csv_and_missing_model_are_one_line_exit_2(tmp_path: Path) -> None:
+    data = tmp_path / "bad.csv"
+    data.write_text('text,labels\n"借款利息太高,利率争议\n平台催收,暴力催收\n', encoding="utf-8")
+    result = runner.invoke(app, ["train", "--data", str(data), "--out", str(tmp_path / "m"), "--quiet"])
+    assert result.exit_code == 2
+    assert result.stderr.startswith(f"{data}:2: csv: unterminated quote") and result.stderr.count("\n") == 1
+    result = runner.invoke(app, ["predict", "--model", str(tmp_path / "nope"), "利息太高"])
+    assert result.exit_code == 2 and "fmlc train" in result.stderr and result.stderr.count("\n") == 1

@@ -374,3 +374,69 @@ def test_real_ccks_file() -> None:
     counts = label_counts(res.records)
     assert sum(counts.values()) == sum(len(r.labels) for r in res.records)
     assert min(counts.values()) == 2  # 公司股市异常, per the data set's README
+
+
+# ---------------------------------------------------------------------------------------------
+# Readable errors, repeated texts
+
+
+@pytest.mark.parametrize("text", ["\u200b", " \u200b\u200c\ufeff ", "\u3000\t", "\u2060"])
+def test_invisible_only_text_counts_as_empty(tmp_path: Path, text: str) -> None:
+    path = _jsonl(tmp_path, [GOOD, {"id": "b", "text": text, "labels": ["a"]}])
+    with pytest.raises(DataError) as info:
+        load_records(path)
+    assert str(info.value).startswith(f"{path}:2: text: must not be empty")
+
+
+@pytest.mark.parametrize("content, line", [
+    ('text,labels\n"借款利息太高,利率争议\n平台催收,暴力催收\n', 2),
+    ('text,labels\n借款利息太高,利率争议\n"平台催收,暴力催收\n提现,提现\n', 3),
+])
+def test_unterminated_csv_quote_is_reported_as_such(tmp_path: Path, content: str, line: int) -> None:
+    path = _csv(tmp_path, content)
+    with pytest.raises(DataError) as info:
+        load_records(path)
+    assert str(info.value).startswith(f"{path}:{line}: csv: unterminated quote")
+
+
+def test_quote_left_open_mid_file_points_at_the_swallowed_lines(tmp_path: Path) -> None:
+    path = _csv(tmp_path, 'text,labels\n"借款利息太高,利率争议\n平台催收,"暴力催收"\n提现,提现\n')
+    with pytest.raises(DataError, match=r"data\.csv:2: labels: missing \(this row runs over lines 2-3 inside a "
+                                        r"quoted field; is a quote left open\?\)"):
+        load_records(path)
+
+
+def test_stray_quote_inside_a_field_is_still_text(tmp_path: Path) -> None:
+    res = load_records(_csv(tmp_path, 'text,labels\n借款利息太高,利率争议\n平台"催收,暴力催收\n'))
+    assert [r.text for r in res.records] == ["借款利息太高", '平台"催收']
+
+
+def test_repeated_texts_stay_in_one_split() -> None:
+    records = _records(1200)
+    # 60 texts repeated once or twice, some with other labels and a different spelling (full-width, case,
+    # zero-width), which normalisation makes equal.
+    extra = []
+    for i in range(60):
+        src = records[i * 7]
+        text = src.text.replace("text", "ＴＥＸＴ\u200b") if i % 2 else src.text
+        extra += [Record(f"dup{i}-{k}", text, src.labels if k else records[i].labels) for k in range(1 + i % 2)]
+    parts = split_records(records + extra, seed=0)
+    where: dict[str, set[str]] = {}
+    for name, recs in parts.items():
+        for r in recs:
+            where.setdefault(r.text.replace("ＴＥＸＴ\u200b", "text"), set()).add(name)
+    assert all(len(names) == 1 for names in where.values())
+    assert sum(len(v) for v in parts.values()) == len(records) + len(extra)
+    assert any(f"{len(extra)} records repeat an earlier text" in note for note in parts.notes)
+    # Without repeats the split is the plain per-record one, as before.
+    assert not any("repeat" in note for note in split_records(records, seed=0).notes)
+
+
+def test_repeats_across_given_splits_are_counted() -> None:
+    records = [Record(f"t{i}", f"text {i}", ("a",), "train") for i in range(20)]
+    records += [Record("v1", "text 1", ("a",), "valid"), Record("s1", "text 2", ("a",), "test"),
+                Record("s2", "other", ("a",), "test")]
+    parts = split_records(records, use_given=True)
+    assert [r.id for r in parts["test"]] == ["s1", "s2"]  # the user's split is kept
+    assert any("2 records repeat an earlier text" in n and "2 texts are in more than one of the given splits" in n
+               for n in parts.notes)

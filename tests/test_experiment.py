@@ -141,3 +141,18 @@ def test_epoch_cap_effect_compares_the_best_epoch_with_the_best_within_the_cap()
     assert (late["best_epoch"], late["best_epoch_within_3"], late["epochs_run"]) == (4, 2, 5)
     assert late["best_within_3"] == 0.6 and late["gain_after_cap"] == pytest.approx(0.2)
     assert (early["best_epoch"], early["gain_after_cap"]) == (2, 0.0)
+
+
+def test_a_grid_resumes_only_on_the_split_its_runs_had(tmp_path: Path) -> None:
+    from training.data import Record
+    from training.experiment import saved_split_id, split_id
+
+    splits = {"train": [Record("a", "x", ("l",)), Record("b", "y", ("l",))], "valid": [Record("c", "z", ("l",))],
+              "test": [Record("d", "w", ("l",))]}
+    assert saved_split_id(tmp_path) is None
+    for name, recs in splits.items():
+        (tmp_path / f"{name}.jsonl").write_text("".join(json.dumps({"id": r.id, "text": r.text}) + "\n"
+                                                        for r in recs))
+    assert saved_split_id(tmp_path) == split_id(splits)
+    moved = {"train": splits["train"][:1], "valid": splits["valid"], "test": splits["test"] + splits["train"][1:]}
+    assert split_id(moved) != split_id(splits)

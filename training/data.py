@@ -88,8 +88,10 @@ class _RecordModel(BaseModel):
     @field_validator("text")
     @classmethod
     def _text_not_blank(cls, v: str) -> str:
-        if not v.strip():
-            raise PydanticCustomError("fmlc_empty", "must not be empty")
+        # normalize() drops zero-width and control characters too: a text of only those is empty.
+        if not normalize(v):
+            raise PydanticCustomError("fmlc_empty", "must not be empty (nothing but whitespace or invisible "
+                                                    "characters)" if v else "must not be empty")
         return v
 
     @field_validator("labels")
@@ -238,6 +240,10 @@ def _load_csv(path: Path, col: _Collector, text_field: str, labels_field: str, i
                 rows.append((first, last, cells))
     except csv.Error as exc:
         raise DataError(f"{path}:{reader.line_num}: csv: {exc}") from None
+    if rows and rows[-1][1] == len(lines) and _runs_off_the_end(text for _, text, _ in lines[rows[-1][0] - 1:]):
+        start = rows[-1][0]
+        raise DataError(f"{path}:{start}: csv: unterminated quote: a quoted field opens on this line and is never "
+                        f"closed, so everything to the end of the file (line {len(lines)}) would be one field")
     if not rows:
         raise DataError(f"{path}: empty file, no records")
     header_line, _, header = rows[0]
@@ -272,7 +278,21 @@ def _load_csv(path: Path, col: _Collector, text_field: str, labels_field: str, i
             model = _validate(raw, names)
             col.add(where, model, f"{path.stem}:{first}", id_field)
         except _Bad as problem:
+            if end > first:  # a quote left open mid-file swallows the following lines into this row
+                problem = _Bad(problem.field_name, f"{problem.what} (this row runs over lines {first}-{end} inside "
+                                                   "a quoted field; is a quote left open?)")
             col.bad(where, problem)
+
+
+def _runs_off_the_end(row_lines: Iterable[str]) -> bool:
+    """Whether these lines (the last row of a file) end inside a quoted field. The lenient reader
+    accepts that silently; a strict one calls it "unexpected end of data"."""
+    try:
+        for _ in csv.reader(row_lines, strict=True):
+            pass
+    except csv.Error as exc:
+        return "unexpected end of data" in str(exc)
+    return False
 
 
 def _load_into(path: Path, col: _Collector, **fields: Any) -> None:
@@ -378,8 +398,27 @@ def _check_ratios(ratios: Sequence[float]) -> tuple[float, float, float]:
     return ratios[0] / total, ratios[1] / total, ratios[2] / total
 
 
+def _text_groups(records: Sequence[Record]) -> list[list[int]]:
+    """Positions of the records, grouped by normalised text, groups in order of first appearance."""
+    groups: dict[str, list[int]] = {}
+    for i, r in enumerate(records):
+        groups.setdefault(normalize(r.text), []).append(i)
+    return list(groups.values())
+
+
 def _carve(records: list[Record], share: float, seed: int) -> tuple[list[Record], list[Record]]:
-    kept, taken = _stratified_take(records, share, seed)
+    """Stratified carve in which records with the same (normalised) text go to the same side, so no
+    text is both trained and tested on. Without repeats this is the plain per-record carve."""
+    groups = _text_groups(records)
+    if len(groups) == len(records):
+        kept, taken = _stratified_take(records, share, seed)
+        return [records[i] for i in kept], [records[i] for i in taken]
+    # One stand-in per text, carrying the union of its records' labels, is what gets stratified.
+    stand_ins = [Record(id=records[g[0]].id, text=records[g[0]].text,
+                        labels=tuple(dict.fromkeys(lab for i in g for lab in records[i].labels))) for g in groups]
+    kept_g, taken_g = _stratified_take(stand_ins, share, seed)
+    kept = sorted(i for gi in kept_g for i in groups[gi])
+    taken = sorted(i for gi in taken_g for i in groups[gi])
     return [records[i] for i in kept], [records[i] for i in taken]
 
 
@@ -398,7 +437,11 @@ def split_records(records: Sequence[Record], ratios: Sequence[float] = (0.7, 0.1
     few = [label for label, c in label_counts(records).items() if c < 3]
     if few:
         notes.append(f"{len(few)} labels have fewer than 3 examples and cannot be in every split")
+    repeats = len(records) - len(_text_groups(records))
 
+    if repeats and not use_given:
+        notes.append(f"{repeats} records repeat an earlier text (after normalisation); each repeated text is kept "
+                     "in one split")
     if not use_given:
         train, rest = _carve(records, r_valid + r_test, seed)
         valid, test = _carve(rest, r_test / (r_valid + r_test) if rest else 0.0, seed)
@@ -433,6 +476,16 @@ def split_records(records: Sequence[Record], ratios: Sequence[float] = (0.7, 0.1
         parts["train"], parts["valid"] = _carve(parts["train"], share, seed)
         notes.append(f"no valid split given: valid ({len(parts['valid'])} records, {share:.0%} of train) "
                      "was carved out of train, stratified")
+    if repeats:
+        # Carved parts keep repeated texts together; the given ones are the user's and stay as given.
+        where: dict[str, set[str]] = {}
+        for name, recs in parts.items():
+            for r in recs:
+                where.setdefault(normalize(r.text), set()).add(name)
+        across = sum(1 for names in where.values() if len(names) > 1)
+        notes.append(f"{repeats} records repeat an earlier text (after normalisation)"
+                     + (f"; {across} texts are in more than one of the given splits (kept as given)" if across
+                        else "; none is in two splits"))
     return _done(parts, notes)
 
 

@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -116,7 +117,13 @@ def run(cfg: ExperimentConfig) -> dict:
     base_cfg = TrainConfig(**cfg.base)
     results_path = out / "results.json"
     old = json.loads(results_path.read_text()) if results_path.exists() else {}
-    resuming = _same_grid(old.get("config", {}), asdict(cfg))
+    info["split_id"] = split_id(splits)
+    # A resumed grid must be on the split its finished runs had (the split rules can change between
+    # versions, e.g. when repeated texts began to be kept together).
+    old_split = old.get("data", {}).get("split_id") or saved_split_id(out / "split")
+    resuming = _same_grid(old.get("config", {}), asdict(cfg)) and old_split in (None, info["split_id"])
+    if old and not resuming and old_split not in (None, info["split_id"]):
+        console.print("[yellow]the split differs from the one in results.json: starting the grid afresh[/]")
     prep, vectors_id = prepare_reusing_vectors(splits, base_cfg, out / "split" / "vectors.npz", reuse=resuming)
     info["labels"] = len(prep.labels)
     info["tail_labels"] = int(sum(c < base_cfg.tail_below for c in prep.train_counts))
@@ -176,6 +183,25 @@ def prepare_reusing_vectors(splits: dict[str, list[Record]], cfg: TrainConfig, p
         path.parent.mkdir(parents=True, exist_ok=True)
         save_vectors(path, prep.vectors)
     return prep, hashlib.sha256(prep.embeddings.tobytes()).hexdigest()[:12]
+
+
+def split_id(splits: dict[str, Sequence[Record]]) -> str:
+    """A short fingerprint of which record ids are in which split."""
+    digest = hashlib.sha256()
+    for name in sorted(splits):
+        digest.update(json.dumps([name, [r.id for r in splits[name]]], ensure_ascii=False).encode())
+    return digest.hexdigest()[:12]
+
+
+def saved_split_id(folder: Path) -> str | None:
+    """split_id of a split folder written by write_split, None when there is none."""
+    if not all((folder / f"{name}.jsonl").exists() for name in ("train", "valid", "test")):
+        return None
+    ids = {}
+    for name in ("train", "valid", "test"):
+        with open(folder / f"{name}.jsonl", encoding="utf-8") as fh:
+            ids[name] = [Record(id=json.loads(line)["id"], text="", labels=()) for line in fh if line.strip()]
+    return split_id(ids)
 
 
 def _same_grid(a: dict, b: dict) -> bool:
