@@ -8,6 +8,7 @@ default run) and share the session's Tansu broker and Redis.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -267,3 +268,127 @@ def test_a_live_worker_at_debug_level_leaks_no_planted_secret(
     for body in bodies:
         assert PLANTED not in body
     assert all(PLANTED.encode() not in r for r in records)
+
+
+# --- 6. liveness sees a hung stage -------------------------------------------------------------------
+
+def test_stage_progress_reports_busy_stages_without_progress_only() -> None:
+    from worker.progress import StageProgress
+
+    now = [100.0]
+    p = StageProgress(clock=lambda: now[0])
+    assert p.stalled(1.0) == []
+    with p.working("infer"):
+        now[0] += 5
+        assert p.stalled_for("infer") == 5 and p.stalled(5.0) == ["infer"] and p.stalled(5.1) == []
+        p.beat("infer")
+        assert p.stalled_for("infer") == 0
+        with p.working("infer"):  # nested: still busy after the inner one ends
+            now[0] += 1
+        now[0] += 2
+        assert p.stalled_for("infer") == 2
+    now[0] += 100
+    assert p.stalled(1.0) == [] and p.stalled_for("infer") == 0, "an idle stage is never stalled"
+    p.beat("deliver")  # a beat of an idle stage does not make it busy
+    assert p.stalled_for("deliver") == 0
+
+
+def test_tokenizer_requests_time_out_and_a_stopped_child_is_replaced_and_counted() -> None:
+    from fmlc.text import Tokenizer
+    from worker.tokenizing import TokenizerProcess, TokenizerTimeout
+
+    restarts: list[str] = []
+    local = Tokenizer()
+    proc = TokenizerProcess(timeout_s=30.0, on_restart=restarts.append)
+    stopped: int | None = None
+    try:
+        # The first request loads jieba's dictionary in the child: a generous timeout for it.
+        assert proc.tokenize("a", local.to_config(), 64, ["利息太高"]) == [local.tokenize("利息太高")]
+        proc.timeout_s = 1.0
+        stopped = proc.pid
+        assert stopped is not None
+        os.kill(stopped, signal.SIGSTOP)
+        t0 = time.monotonic()
+        with pytest.raises(TokenizerTimeout):
+            proc.tokenize("a", local.to_config(), 64, ["提现不到账"])
+        assert 0.9 <= time.monotonic() - t0 < 3
+        assert restarts == ["timeout"] and proc.pid is None
+        with pytest.raises(ProcessLookupError):
+            os.kill(stopped, 0)  # killed and reaped, not left behind stopped
+        stopped = None
+        # The next request starts a new child, which is sent the config again.
+        proc.timeout_s = 15.0
+        assert proc.tokenize("a", local.to_config(), 64, ["提现不到账"]) == [local.tokenize("提现不到账")]
+        # A child that dies between requests: replaced and counted.
+        assert proc._proc is not None
+        proc._proc.kill()
+        proc._proc.wait()
+        assert proc.tokenize("a", local.to_config(), 64, ["客服"]) == [local.tokenize("客服")]
+        assert restarts == ["timeout", "exited"]
+    finally:
+        if stopped is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(stopped, signal.SIGKILL)
+        proc.close()
+
+
+def test_the_commit_budget_is_well_below_the_liveness_limit() -> None:
+    for stall in (1.0, 8.0, 30.0, 60.0, 600.0):
+        s = WorkerSettings(stall_timeout_s=stall)
+        assert s.commit_timeout_ms / 1000 <= stall / 4 and s.commit_timeout_ms <= 10_000
+    default = WorkerSettings()
+    assert default.stall_timeout_s <= 60 and default.tokenizer_timeout_s < default.stall_timeout_s
+
+
+@pytest.mark.slow
+def test_a_stopped_tokenizer_child_turns_healthz_red_and_the_worker_recovers(
+        kafka_broker, redis_server, worker_model_dir: Path) -> None:  # noqa: ANN001
+    from test_worker import InProcessWorker, TopicReader, complaint, docs, ids_in, produce, settings_for
+
+    from bench.streamkit import wait_for
+
+    # The stall timeout below the tokenizer's own: liveness must see the hang before the worker
+    # heals itself (by default it is the other way round: the worker heals first).
+    s = settings_for(kafka_broker, redis_server, worker_model_dir, redis_url="", tokenize_ahead=True,
+                     tokenizer_process=True, stall_timeout_s=2.0, tokenizer_timeout_s=7.0, topic_partitions=1)
+    items = docs(40, seed=17, prefix="hang")
+    stopped: int | None = None
+    with InProcessWorker(s) as w:
+        w.wait_ready(45)
+        reader = TopicReader(kafka_broker, s.output_topic)
+        base = f"http://127.0.0.1:{w.app.metrics_port}"
+        try:
+            produce(kafka_broker, s.input_topic, [(c.encode(), complaint(c, t)) for c, t in items[:20]])
+            reader.wait(lambda r: len(ids_in(r)) >= 20, 60, "the first 20 answered")
+            assert _get(base + "/healthz")[0] == 200
+            assert w.app.pipeline is not None and w.app.pipeline.tokenizer is not None
+            stopped = w.app.pipeline.tokenizer.pid
+            assert stopped is not None
+            os.kill(stopped, signal.SIGSTOP)
+            t0 = time.monotonic()
+            produce(kafka_broker, s.input_topic, [(c.encode(), complaint(c, t)) for c, t in items[20:]])
+            seen: list[tuple[int, dict | str]] = []
+            wait_for(lambda: seen.append(_get(base + "/healthz")) or seen[-1][0] == 503, s.stall_timeout_s + 4,
+                     "/healthz to go red", interval=0.1)
+            red_after = time.monotonic() - t0
+            body = seen[-1][1]
+            assert isinstance(body, dict)
+            assert body["reason"] == "stage_stalled" and "tokenizer" in body["stalled_stages"], body
+            assert w.metric("fmlc_stage_stall_seconds", stage="tokenizer") >= s.stall_timeout_s
+            # The worker heals itself: the child is killed at its timeout, the batch is tokenised in
+            # the worker, everything is answered and /healthz is green again.
+            reader.wait(lambda r: len(ids_in(r)) >= len(items), 60, "every message answered")
+            wait_for(lambda: _get(base + "/healthz")[0] == 200, 10, "/healthz green again")
+            with pytest.raises(ProcessLookupError):
+                os.kill(stopped, 0)
+            stopped = None
+            assert w.metric("fmlc_tokenizer_restarts_total", reason="timeout") == 1
+            assert w.metric("fmlc_messages_total", outcome="dead_letter") == 0
+            assert w.metric("fmlc_stage_stall_seconds", stage="tokenizer") == 0
+        finally:
+            if stopped is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(stopped, signal.SIGKILL)
+            reader.close()
+    assert ids_in(reader.records) == {c for c, _ in items}
+    assert red_after <= s.stall_timeout_s + 2, red_after

@@ -44,7 +44,6 @@ log = logging.getLogger(__name__)
 
 POLL_MS = 50  # also the worst-case delay between an acknowledgement and its commit
 LAG_INTERVAL_S = 1.0
-LIVENESS_S = 30.0
 
 
 class _Rebalance(AsyncConsumerRebalanceListener):
@@ -125,6 +124,7 @@ class WorkerApp:
                                    on_swap=self._model_swapped, on_result=self._reload_result)
         self.pipeline = Pipeline(s, self.metrics, self.models, self.cache, self.alerts, self.producer,
                                  self.epochs, group_metadata=lambda: self._group_md, on_fatal=self.fail)
+        self.metrics.watch_stages(self.pipeline.progress.stalled_for, self.pipeline.progress.stages)
         self.consumer = make_consumer(s)
         self.consumer.subscribe([s.input_topic], listener=_Rebalance(self))
         self.health = HealthServer(s.metrics_host, s.metrics_port, self.metrics.registry, self._live,
@@ -284,7 +284,10 @@ class WorkerApp:
         if not offsets:
             return
         try:
-            self.consumer.commit({tp: OffsetAndMetadata(off, "", -1) for tp, off in offsets.items()})
+            # Bounded (kafka-python retries inside commit until its timeout): a commit that cannot
+            # get through must not hold the loop anywhere near the liveness limit.
+            self.consumer.commit({tp: OffsetAndMetadata(off, "", -1) for tp, off in offsets.items()},
+                                 timeout_ms=self.s.commit_timeout_ms)
         except KafkaError as exc:
             # Usually a rebalance in progress; the revoke listener commits again, or the next owner
             # re-processes from the last commit (duplicates, never losses).
@@ -403,13 +406,19 @@ class WorkerApp:
         """A fixed reason code, never the error itself: the body is for a probe, and an exception's
         text can carry anything (a broker address, a config value). The error is in the log."""
         age = time.monotonic() - self._loop_beat
+        stalled = self.pipeline.progress.stalled(self.s.stall_timeout_s) if self.pipeline is not None else []
         if self._fatal is not None:
             reason = "fatal_error"
-        elif age >= LIVENESS_S:
+        elif age >= self.s.stall_timeout_s:
             reason = "consume_loop_stalled"
+        elif stalled:
+            reason = "stage_stalled"
         else:
             reason = "ok"
-        return reason == "ok", {"reason": reason, "loop_age_s": round(age, 3)}
+        detail: dict = {"reason": reason, "loop_age_s": round(age, 3)}
+        if stalled:
+            detail["stalled_stages"] = stalled
+        return reason == "ok", detail
 
     def _ready(self) -> tuple[bool, dict]:
         model = self.model

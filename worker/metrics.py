@@ -8,6 +8,8 @@ and severities, assigned partitions. Complaint ids or texts never become label v
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 # The latency target is about one second end to end, so the buckets are dense around it.
@@ -70,7 +72,15 @@ class WorkerMetrics:
                                    "undecodable (a record or batch the client cannot decode: corrupt, "
                                    "unknown codec, bad header), other (any other poll error).", ["kind"],
                                    registry=r)
+        self.tokenizer_restarts = Counter("fmlc_tokenizer_restarts_total", "Tokenizer child processes "
+                                          "killed and replaced, by reason (timeout, exited, protocol).",
+                                          ["reason"], registry=r)
+        self.stage_stall = Gauge("fmlc_stage_stall_seconds", "Seconds a pipeline stage has held work "
+                                 "without progress (0 while idle or progressing); /healthz fails at "
+                                 "FMLC_STALL_TIMEOUT_S.", ["stage"], registry=r)
         # Pre-create the bounded series so dashboards and rate() see zeros rather than gaps.
+        for reason in ("timeout", "exited", "protocol"):
+            self.tokenizer_restarts.labels(reason=reason)
         for outcome in ("ok", "cached", "dead_letter"):
             self.messages.labels(outcome=outcome)
         for result in ("hit", "miss", "error"):
@@ -79,6 +89,11 @@ class WorkerMetrics:
             self.model_reloads.labels(result=result)
         for kind in POLL_ERROR_KINDS:
             self.poll_errors.labels(kind=kind)
+
+    def watch_stages(self, stall_for: Callable[[str], float], stages: Iterable[str]) -> None:
+        """Export each stage's stall time, computed at scrape time."""
+        for stage in stages:
+            self.stage_stall.labels(stage=stage).set_function(lambda s=stage: stall_for(s))
 
     def set_model(self, version: str, device: str) -> None:
         # Exactly one series at a time: the old version's series goes when the new one comes.

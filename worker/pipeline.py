@@ -46,6 +46,7 @@ from worker.messages import (
 from worker.metrics import WorkerMetrics
 from worker.model import ModelWatcher, ServedModel, usable_cpus
 from worker.offsets import Epochs
+from worker.progress import StageProgress
 from worker.settings import WorkerSettings
 from worker.tokenizing import TokenizerProcess
 
@@ -153,8 +154,10 @@ class Pipeline:
         ahead = settings.tokenize_ahead
         self.tokenize_ahead = (models.current.device.startswith("cuda") or usable_cpus() > 1) if ahead is None \
             else ahead
-        self.tokenizer = TokenizerProcess() if self.tokenize_ahead and settings.tokenizer_process is not False \
-            else None
+        # What each stage is doing, for /healthz and fmlc_stage_stall_seconds.
+        self.progress = StageProgress()
+        self.tokenizer = TokenizerProcess(settings.tokenizer_timeout_s, on_restart=self._tokenizer_restarted) \
+            if self.tokenize_ahead and settings.tokenizer_process is not False else None
         self._stop = threading.Event()
         self.hurry = threading.Event()  # set while draining: batches go out without waiting
         self._deliver_busy = False
@@ -175,6 +178,9 @@ class Pipeline:
             t.join(max(0.0, deadline - time.monotonic()))
         if self.tokenizer is not None:
             self.tokenizer.close()
+
+    def _tokenizer_restarted(self, reason: str) -> None:
+        self.metrics.tokenizer_restarts.labels(reason=reason).inc()
 
     def _guard(self, target: Callable[[], None]) -> Callable[[], None]:
         def run() -> None:
@@ -230,7 +236,8 @@ class Pipeline:
             if not jobs:
                 continue
             work = Work(jobs=jobs, model=self.models.current, dispatched=time.monotonic())
-            self._prepare(work)
+            with self.progress.working("prepare"):
+                self._prepare(work)
             self._put(self._to_infer, work)
 
     def _prepare(self, work: Work) -> None:
@@ -261,8 +268,9 @@ class Pipeline:
         texts = [j.complaint.text for j in todo]  # type: ignore[union-attr]
         try:
             if self.tokenizer is not None:
-                tokens = self.tokenizer.tokenize(work.model.version, predictor.artifact.tokenizer_config,
-                                                 predictor.max_len, texts)
+                with self.progress.working("tokenizer"):
+                    tokens = self.tokenizer.tokenize(work.model.version, predictor.artifact.tokenizer_config,
+                                                     predictor.max_len, texts)
             else:
                 tokens = predictor.tokenize(texts)
             for job, toks in zip(todo, tokens, strict=True):
@@ -295,7 +303,8 @@ class Pipeline:
             if todo:
                 self.metrics.model_batch_size.observe(len(todo))
                 t0 = time.perf_counter()
-                results = self._predict(work.model, [j.tokens or [] for j in todo])
+                with self.progress.working("infer"):
+                    results = self._predict(work.model, [j.tokens or [] for j in todo])
                 work.inference_s = time.perf_counter() - t0
                 self.metrics.inference.observe(work.inference_s)
                 failed = [r for r in results if not isinstance(r, Prediction)]
@@ -342,7 +351,8 @@ class Pipeline:
             if not jobs:
                 continue
             try:
-                ok = self._deliver(work, jobs)
+                with self.progress.working("deliver"):
+                    ok = self._deliver(work, jobs)
             finally:
                 with self.epochs.lock:
                     self._deliver_busy = False
@@ -401,14 +411,16 @@ class Pipeline:
                 last: dict[TopicPartition, int] = {}
                 for job in jobs:
                     last[job.tp] = max(last.get(job.tp, -1), job.offset)
-                self.producer.send_offsets_to_transaction(
-                    {tp: OffsetAndMetadata(off + 1, "", -1) for tp, off in last.items()}, self._group_metadata())
-                self.producer.commit_transaction()
+                with self.progress.working("transaction"):
+                    self.producer.send_offsets_to_transaction(
+                        {tp: OffsetAndMetadata(off + 1, "", -1) for tp, off in last.items()}, self._group_metadata())
+                    self.producer.commit_transaction()
             else:
                 # acks=all for every output, alert and dead letter before the offsets may be committed.
                 wait_s = self.producer.config["delivery_timeout_ms"] / 1000 + 5
                 for f in futures:
                     f.get(timeout=wait_s)
+                    self.progress.beat("deliver")  # an acknowledgement is progress
         except Exception as exc:
             self._delivery_failed(exc, jobs, eos)
             return False

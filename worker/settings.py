@@ -130,6 +130,15 @@ class WorkerSettings(BaseSettings):
     cache_socket_timeout_s: float = Field(0.05, gt=0)
     cache_retry_s: float = Field(5.0, ge=0)  # first back-off after an outage; doubles up to 60 s
 
+    # --- liveness ------------------------------------------------------------------------------------
+    # /healthz fails when a stage (prepare, tokenizer, infer, deliver, transaction) has held work for
+    # this long without progress, or the consume loop has not turned for this long.
+    stall_timeout_s: float = Field(30.0, gt=0)
+    # A tokenizer child that does not answer within this is killed and replaced (its batch is
+    # tokenised in the worker meanwhile). Below the stall timeout, so that the worker heals itself
+    # before the liveness probe gives up on it.
+    tokenizer_timeout_s: float = Field(10.0, gt=0)
+
     # --- alerts, metrics, lifecycle ------------------------------------------------------------------
     alert_rules: Path | None = None
     metrics_host: str = "0.0.0.0"
@@ -190,6 +199,13 @@ class WorkerSettings(BaseSettings):
     @property
     def in_flight_limit(self) -> int:
         return self.max_in_flight or 6 * self.batch_size * self.sort_window
+
+    @property
+    def commit_timeout_ms(self) -> int:
+        """The budget of one synchronous offset commit (kafka-python retries inside it): a quarter
+        of the stall timeout, at most 10 s, so that a commit that cannot get through never holds
+        the consume loop anywhere near the liveness limit."""
+        return int(min(10.0, self.stall_timeout_s / 4) * 1000)
 
     @property
     def exactly_once(self) -> bool:

@@ -14,69 +14,143 @@ tokenizer config, so a reloaded model with other stop words gets a tokenizer of 
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import json
 import logging
+import os
+import selectors
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from typing import IO
 
 log = logging.getLogger(__name__)
 
+DEFAULT_TIMEOUT_S = 10.0
+
+
+class TokenizerTimeout(RuntimeError):
+    """The child did not answer a request in time; it has been killed and will be replaced."""
+
 
 class TokenizerProcess:
-    """One child that tokenises for the prepare stage. Not thread-safe: one caller at a time. A child
-    that dies is replaced on the next call; the failed call raises and its caller tokenises itself."""
+    """One child that tokenises for the prepare stage. Not thread-safe: one caller at a time.
 
-    def __init__(self) -> None:
+    Every request carries an id, which the reply echoes, and has a deadline. A child that does not
+    answer in time (hung, stopped, swapping), that dies, or whose reply does not match its request
+    is killed; the failed call raises (its caller tokenises itself) and the next call starts a new
+    child. `on_restart(reason)` is told each time (reason: timeout, exited, protocol)."""
+
+    def __init__(self, timeout_s: float = DEFAULT_TIMEOUT_S,
+                 on_restart: Callable[[str], None] | None = None) -> None:
+        self.timeout_s = timeout_s
+        self._on_restart = on_restart
         self._proc: subprocess.Popen[bytes] | None = None
         self._known: set[str] = set()  # keys whose config the current child has been sent
+        self._ids = itertools.count(1)
+        self._buffer = b""
+        self._answered = False  # has the current child answered a request yet?
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
 
     def _child(self) -> subprocess.Popen[bytes]:
-        if self._proc is None or self._proc.poll() is not None:
+        if self._proc is not None and self._proc.poll() is not None:
+            self._lost("exited", "it exited")
+        if self._proc is None:
             self._proc = subprocess.Popen([sys.executable, "-m", "worker.tokenizing"], stdin=subprocess.PIPE,
                                           stdout=subprocess.PIPE)
             self._known = set()
+            self._buffer = b""
+            self._answered = False
         return self._proc
 
     def tokenize(self, key: str, tokenizer_config: dict, max_len: int, texts: list[str]) -> list[list[str]]:
         """`key` names the config (the model version): the config, a few hundred stop words, crosses
         the pipe once per child and key, not with every micro-batch."""
         proc = self._child()
-        request: dict = {"key": key, "max_len": max_len, "texts": texts}
+        request_id = next(self._ids)
+        request: dict = {"id": request_id, "key": key, "max_len": max_len, "texts": texts}
         if key not in self._known:
             request["config"] = tokenizer_config
+        # A new child loads jieba's dictionary with its first request (a second or two, more on a
+        # busy host): that one is given twice the time, still below the default stall timeout.
+        timeout_s = self.timeout_s if self._answered else 2 * self.timeout_s
+        deadline = time.monotonic() + timeout_s
         try:
-            assert proc.stdin is not None and proc.stdout is not None
+            assert proc.stdin is not None
+            # A request is far below the pipe buffer for the few texts of a micro-batch; a stopped
+            # child with a full pipe would block this write, which the stall check then reports.
             proc.stdin.write(json.dumps(request, ensure_ascii=False).encode() + b"\n")
             proc.stdin.flush()
-            line = proc.stdout.readline()
         except OSError as exc:
-            self._lost(f"pipe error {exc!r}")
-            raise
-        if not line:
-            self._lost("it exited")
-            raise RuntimeError("tokenizer process exited")
+            self._lost("exited", f"pipe error {exc!r}")
+            raise RuntimeError("tokenizer process: cannot send a request") from exc
+        line = self._read_line(proc, deadline, timeout_s)
+        try:
+            reply = json.loads(line)
+            ok = isinstance(reply, dict) and reply.get("id") == request_id
+        except ValueError:
+            ok = False
+        if not ok:
+            self._lost("protocol", "its reply does not match the request")
+            raise RuntimeError("tokenizer process: reply does not match the request")
         self._known.add(key)
-        reply = json.loads(line)
+        self._answered = True
         if "error" in reply:
             raise RuntimeError(f"tokenizer process: {reply['error']}")
         return reply["tokens"]
 
-    def _lost(self, why: str) -> None:
-        log.warning("tokenizer process lost (%s); a new one starts with the next batch", why)
-        self.close()
+    def _read_line(self, proc: subprocess.Popen[bytes], deadline: float, timeout_s: float) -> bytes:
+        """One reply line, or kill the child at the deadline. Reads the raw descriptor: a buffered
+        readline() cannot be given a timeout."""
+        assert proc.stdout is not None
+        fd = proc.stdout.fileno()
+        with selectors.DefaultSelector() as sel:
+            sel.register(fd, selectors.EVENT_READ)
+            while b"\n" not in self._buffer:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    self._lost("timeout", f"no answer within {timeout_s:g} s")
+                    raise TokenizerTimeout(f"tokenizer process: no answer within {timeout_s:g} s")
+                if not sel.select(left):
+                    continue
+                chunk = os.read(fd, 1 << 16)
+                if not chunk:
+                    self._lost("exited", "it exited")
+                    raise RuntimeError("tokenizer process exited")
+                self._buffer += chunk
+        line, _, self._buffer = self._buffer.partition(b"\n")
+        return line
 
-    def close(self) -> None:
+    def _lost(self, reason: str, why: str) -> None:
+        log.warning("tokenizer process lost (%s); a new one starts with the next batch", why)
+        self.close(kill=True)
+        if self._on_restart is not None:
+            self._on_restart(reason)
+
+    def close(self, kill: bool = False) -> None:
         proc, self._proc = self._proc, None
+        self._buffer = b""
         if proc is None:
             return
         try:
-            if proc.stdin is not None:
+            if kill:
+                # SIGKILL works on a stopped child too; closing its stdin would not.
+                proc.kill()
+            elif proc.stdin is not None:
                 proc.stdin.close()  # the child's read loop ends on EOF
             proc.wait(timeout=5)
         except (OSError, subprocess.TimeoutExpired):
             proc.kill()
             proc.wait(timeout=5)
+        for pipe in (proc.stdin, proc.stdout):
+            if pipe is not None:
+                with contextlib.suppress(OSError):
+                    pipe.close()
 
 
 def serve(stdin: IO[bytes], stdout: IO[bytes]) -> None:
@@ -85,6 +159,7 @@ def serve(stdin: IO[bytes], stdout: IO[bytes]) -> None:
 
     tokenizers: dict[str, Tokenizer] = {}
     for line in stdin:
+        req: dict = {}
         try:
             req = json.loads(line)
             if "config" in req:
@@ -94,6 +169,7 @@ def serve(stdin: IO[bytes], stdout: IO[bytes]) -> None:
             reply: dict = {"tokens": tok.tokenize_many(req["texts"], req["max_len"])}
         except Exception as exc:  # one bad batch must not end the child: the caller retries text by text
             reply = {"error": repr(exc)}
+        reply["id"] = req.get("id") if isinstance(req, dict) else None
         stdout.write(json.dumps(reply, ensure_ascii=False).encode() + b"\n")
         stdout.flush()
 
@@ -102,4 +178,4 @@ if __name__ == "__main__":
     serve(sys.stdin.buffer, sys.stdout.buffer)
 
 
-__all__ = ["TokenizerProcess", "serve"]
+__all__ = ["DEFAULT_TIMEOUT_S", "TokenizerProcess", "TokenizerTimeout", "serve"]
