@@ -1,6 +1,7 @@
 """Fault runs against the real worker process, each checking itself (PASS/FAIL with counts).
 
-    python -m bench.faults [--only sigkill,broker_freeze,worker_freeze,redis_restart,soak,hostile,poison,codecs]
+    python -m bench.faults [--only sigkill,broker_freeze,worker_freeze,redis_restart,soak,hostile,poison,codecs,
+                           undecodable]
                            [--model DIR] [--soak-messages 100000] [--kills 3]
 
 Every scenario starts its own Tansu broker (memory-only) and runs `python -m worker` subprocesses
@@ -24,7 +25,9 @@ runs/bench-tiny-model like tests/model_fixtures.py does):
   a lone UTF-16 surrogate with and without the cache), each alone with a fresh worker: handled, or
   the worker dies (and dies again on restart — a crash loop);
 - codecs: librdkafka producers (confluent-kafka) write none, gzip, lz4, zstd and snappy batches into
-  the input topic: every message is answered, no poll fails.
+  the input topic: every message is answered, no poll fails;
+- undecodable: garbage lz4 batches and non-UTF-8 header keys among good messages: each bad record is
+  a dead letter (reason undecodable) at its offset, the partition reads on, the worker stays live.
 
 Results: bench/results/faults.{json,md} (with --only, merged into the existing results).
 """
@@ -50,6 +53,7 @@ from bench.streamkit import (
     WorkerProcess,
     committed_and_end,
     ensure,
+    http_get,
     make_producer,
     message,
     metric,
@@ -752,11 +756,92 @@ def codecs(args: argparse.Namespace, model: Path) -> dict:
             "output_compression": s.compression, "settings": {"messages_per_codec": per, "partitions": 2}}
 
 
+# --- (i) records the client cannot decode ----------------------------------------------------------
+
+class _NotUtf8Key(str):
+    """A header key that goes on the wire as bytes that are not UTF-8."""
+
+    def encode(self, *args: object, **kwargs: object) -> bytes:
+        return b"\xff\xfe-not-utf8"
+
+
+def undecodable(args: argparse.Namespace, model: Path) -> dict:
+    """Good messages with, between them, lz4 batches whose frame is garbage (the decompressor
+    raises) and records with a header key that is not UTF-8: every good one is answered, every bad
+    record is dead-lettered (reason undecodable, source offset in the headers), the worker stays live
+    and commits to the end of the partitions."""
+    from kafka.record import default_records
+
+    from worker.local_services import start_broker
+
+    broker = start_broker(log_path=str(WORKDIR / "undecodable-broker.log"))
+    try:
+        s = worker_settings(broker.bootstrap, model, batch_size=16, topic_partitions=2)
+        ensure(s)
+        texts = synthetic_texts(200, 81)
+        good = [f"u-{i}" for i in range(200)]
+        plain = make_producer(broker.bootstrap, linger_ms=0)
+        lz4 = make_producer(broker.bootstrap, linger_ms=50, compression_type="lz4")
+        bad: list[tuple[int, int]] = []  # (partition, offset)
+        encode = default_records.lz4_encode
+        try:
+            for i, cid in enumerate(good):
+                plain.send(s.input_topic, key=cid.encode(), value=message(cid, texts[i]), partition=i % 2)
+                if i % 40 == 17:  # a garbage lz4 batch of three records
+                    default_records.lz4_encode = lambda data: b"\x00not an lz4 frame" + data[:16]
+                    futs = [lz4.send(s.input_topic, key=f"lz4-{i}-{k}".encode(), value=message(f"lz4-{i}-{k}", "x"),
+                                     partition=i % 2) for k in range(3)]
+                    lz4.flush(10)
+                    default_records.lz4_encode = encode
+                    bad += [(f.get(10).partition, f.get(10).offset) for f in futs]
+                if i % 40 == 33:
+                    f = plain.send(s.input_topic, key=f"hdr-{i}".encode(), value=message(f"hdr-{i}", "x"),
+                                   headers=[(_NotUtf8Key("trace"), b"1")], partition=i % 2)
+                    md = f.get(10)
+                    bad.append((md.partition, md.offset))
+            plain.flush(30)
+        finally:
+            default_records.lz4_encode = encode
+            plain.close(5)
+            lz4.close(5)
+        reader, col = start_reader(broker.bootstrap, s)
+        w = WorkerProcess(s, WORKDIR / "undecodable-worker.log")
+        w.wait_ready(120)
+        with contextlib.suppress(TimeoutError):
+            wait_for(lambda: col.have_all(good) and col.dead >= len(bad), 120, "answers and dead letters",
+                     interval=0.2)
+        with contextlib.suppress(TimeoutError):
+            wait_for(lambda: all_committed(broker.bootstrap, s), 30, "commits", interval=0.5)
+        committed = all_committed(broker.bootstrap, s)
+        m = w.metrics()
+        live = http_get(w.port, "/healthz")[0] == 200
+        alive = w.alive()
+        exit_code = w.terminate()
+        reader.close()
+        records = read_all(broker.bootstrap, [s.dlq_topic])
+        truth = final_counts(broker.bootstrap, s, good)
+    finally:
+        broker.stop()
+    dead_at = sorted((int(dict(r.headers)["fmlc.dlq.source.partition"]), int(dict(r.headers)["fmlc.dlq.source.offset"]))
+                     for r in records)
+    reasons = Counter(dict(r.headers)["fmlc.dlq.reason"].decode() for r in records)
+    checks = {f"every good message answered ({len(good)})": truth["missing"] == 0,
+              f"every undecodable record dead-lettered at its offset ({len(bad)})": dead_at == sorted(bad),
+              "reason undecodable on all of them": reasons == Counter({"undecodable": len(bad)}),
+              "fmlc_poll_errors_total{kind=undecodable} counts them":
+                  metric(m, "fmlc_poll_errors_total", kind="undecodable") == len(bad),
+              "worker alive and /healthz 200 throughout": alive and live,
+              "all input offsets committed": committed, "worker exited 0": exit_code == 0}
+    return {"checks": checks, "passed": all(checks.values()), "counts": truth, "bad_records": len(bad),
+            "dead_letter_reasons": dict(reasons), "settings": {"partitions": 2, "good": len(good)}}
+
+
 # --- driver --------------------------------------------------------------------------------------
 
 SCENARIOS: dict[str, Callable[[argparse.Namespace, Path], dict]] = {
     "sigkill": sigkill, "broker_freeze": broker_freeze, "worker_freeze": worker_freeze,
     "redis_restart": redis_restart, "soak": soak, "hostile": hostile, "poison": poison, "codecs": codecs,
+    "undecodable": undecodable,
 }
 
 
@@ -837,6 +922,10 @@ def summary(name: str, r: dict) -> str:
         return (f"librdkafka producers, {r['settings']['messages_per_codec']} messages per codec: " +
                 ", ".join(f"{k} {v}" for k, v in r["answered"].items()) +
                 f" answered; outputs produced with {r['output_compression']}")
+    if name == "undecodable":
+        return (f"{r['settings']['good']} good messages answered (missing {c['missing']}); {r['bad_records']} "
+                f"undecodable records (garbage lz4 batches, non-UTF-8 header keys) dead-lettered: "
+                f"{r['dead_letter_reasons']}")
     if name == "poison":
         return "; ".join(f"{p['case']}: {'ok' if p['ok'] else ('CRASH LOOP' if p['crash_loop'] else 'FAIL')}"
                          for p in r["probes"])

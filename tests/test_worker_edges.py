@@ -59,3 +59,65 @@ def test_every_codec_from_a_librdkafka_producer_is_answered(
     finally:
         c.close()
     assert got == {c for c, _ in items}
+
+
+class _NotUtf8(str):
+    """A header key that encodes to bytes no client can decode as the UTF-8 the protocol promises."""
+
+    def encode(self, *args: object, **kwargs: object) -> bytes:
+        return b"\xff\xfe-not-utf8"
+
+
+def test_records_the_client_cannot_decode_become_dead_letters_and_the_partition_reads_on(
+        kafka_broker: Broker, redis_server: RedisServer, worker_model_dir: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from kafka import KafkaProducer
+    from kafka.record import default_records
+
+    s = settings_for(kafka_broker, redis_server, worker_model_dir, topic_partitions=1)
+    ensure_topics(s)
+    good = docs(3, seed=121, prefix="dec")
+    plain = KafkaProducer(bootstrap_servers=kafka_broker.bootstrap, linger_ms=0)
+    lz4 = KafkaProducer(bootstrap_servers=kafka_broker.bootstrap, linger_ms=100, compression_type="lz4")
+    bad_offsets: list[int] = []
+    try:
+        def send_good(i: int) -> None:
+            plain.send(s.input_topic, key=good[i][0].encode(), value=complaint(*good[i])).get(10)
+
+        send_good(0)
+        # A batch whose lz4 frame is garbage (two records in it): the decompressor raises.
+        with monkeypatch.context() as m:
+            m.setattr(default_records, "lz4_encode", lambda data: b"\x00not an lz4 frame" + data[:16])
+            futures = [lz4.send(s.input_topic, key=b"lz4-%d" % i, value=complaint(f"lz4-{i}", "借款")) for i in (0, 1)]
+            lz4.flush(10)
+            bad_offsets += [f.get(10).offset for f in futures]
+        send_good(1)
+        bad_offsets.append(plain.send(s.input_topic, key=b"hdr", value=complaint("hdr", "借款"),
+                                      headers=[(_NotUtf8("x"), b"v")]).get(10).offset)
+        send_good(2)
+    finally:
+        plain.close(5)
+        lz4.close(5)
+
+    with InProcessWorker(s) as w:
+        w.wait_ready()
+        reader = TopicReader(kafka_broker, s.output_topic, s.dlq_topic)
+        reader.wait(lambda r: len(ids_in(r, s.output_topic)) >= 3 and len(reader.of(s.dlq_topic)) >= 3, 40,
+                    "good messages answered and bad ones dead-lettered")
+        wait_for(lambda: w.metric("fmlc_dead_letters_total", reason="undecodable") == 3, 10, "dlq counter")
+        assert w.metric("fmlc_poll_errors_total", kind="undecodable") == 3
+        assert w.app._live()[0], "the worker stays live"
+        assert w.stop() == 0
+    reader.drain()
+    reader.close()
+    assert ids_in(reader.of(s.output_topic)) == {c for c, _ in good}
+    dead = reader.of(s.dlq_topic)
+    assert sorted(int(dict(r.headers)["fmlc.dlq.source.offset"]) for r in dead) == sorted(bad_offsets)
+    for r in dead:
+        h = dict(r.headers)
+        assert h["fmlc.dlq.reason"] == b"undecodable" and h["fmlc.dlq.source.topic"] == s.input_topic.encode()
+        assert h["fmlc.dlq.source.partition"] == b"0" and h["fmlc.dlq.error"]
+    from bench.streamkit import committed_and_end
+
+    (committed, end), = committed_and_end(kafka_broker.bootstrap, s.group_id, s.input_topic).values()
+    assert committed == end

@@ -437,3 +437,22 @@ def test_start_up_refuses_a_missing_codec_and_the_producer_compresses(monkeypatc
         WorkerSettings(compression="brotli")
     for name, expected in (("none", None), ("lz4", "lz4"), ("zstd", "zstd"), ("snappy", "snappy")):
         assert producer_config(WorkerSettings(compression=name))["compression_type"] == expected
+
+
+def test_an_undecodable_record_nobody_can_locate_stops_the_worker_loudly() -> None:
+    from worker.app import WorkerApp
+
+    app = WorkerApp(WorkerSettings())
+    app.consumer = object()  # a client that does not say where decoding failed
+    app._poll_failed(RuntimeError("LZ4F_decompress failed"))
+    live, detail = app._live()
+    assert not live and detail["reason"] == "fatal_error"
+    assert app.metrics.value("fmlc_poll_errors_total", {"kind": "undecodable"}) == 1
+
+
+def test_a_dead_letter_of_nothing_is_still_writable() -> None:
+    # A tombstone (no key, no value) or an undecodable record: producers refuse key=None, value=None.
+    dl = dead_letter(topic="in", partition=0, offset=7, timestamp=None, key=None, value=None, headers=None,
+                     reason=DeadLetterReason.UNDECODABLE, error="lz4", max_bytes=1_000)
+    assert dl.key is None and dl.value == b""
+    assert dict(dl.headers)["fmlc.dlq.reason"] == b"undecodable"

@@ -34,6 +34,7 @@ from worker.cache import LabelCache
 from worker.health import HealthServer
 from worker.kafka import check_codecs, ensure_topics, make_consumer, make_producer
 from worker.logs import install_secret_filter
+from worker.messages import DeadLetterReason, InvalidMessage
 from worker.metrics import WorkerMetrics
 from worker.model import ModelWatcher, ServedModel, load_model
 from worker.offsets import Epochs, OffsetTracker
@@ -147,7 +148,7 @@ class WorkerApp:
                 try:
                     self._poll()
                     self._poll_failing_since = None
-                except KafkaError as exc:
+                except Exception as exc:  # decoders raise more than KafkaError (lz4: RuntimeError)
                     self._poll_failed(exc)
                 self._export_lag()
             self._drain()
@@ -220,11 +221,21 @@ class WorkerApp:
         self.metrics.consumed.inc(n)
         self.metrics.queue_depth.set(self.tracker.in_flight)
 
-    def _poll_failed(self, exc: KafkaError) -> None:
-        # kafka-python retries what is retriable inside poll(); what reaches us is a listener error or
-        # a broker/authorisation problem. Transient ones pass; one that lasts is fatal, so that the
-        # orchestrator restarts the worker (and the liveness probe says so) instead of it idling.
-        self.metrics.poll_errors.labels(kind=poll_error_kind(exc)).inc()
+    def _poll_failed(self, exc: Exception) -> None:
+        # kafka-python retries what is retriable inside poll(); what reaches us is a record it cannot
+        # decode, a listener error or a broker/authorisation problem.
+        kind = poll_error_kind(exc)
+        self.metrics.poll_errors.labels(kind=kind).inc()
+        if kind == "undecodable":
+            self._undecodable(exc)
+            return
+        if not isinstance(exc, KafkaError):
+            # Not the client's and not data: a bug of ours (e.g. in the rebalance listener).
+            log.error("poll failed on an unexpected error", exc_info=exc)
+            self.fail(exc)
+            return
+        # Transient broker problems pass; one that lasts is fatal, so that the orchestrator restarts
+        # the worker (and the liveness probe says so) instead of it idling.
         now = time.monotonic()
         if self._poll_failing_since is None:
             self._poll_failing_since = now
@@ -233,6 +244,34 @@ class WorkerApp:
         if failing_s > max(60.0, self.s.max_poll_interval_ms / 1000):
             self.fail(exc)
         time.sleep(0.5)
+
+    def _undecodable(self, exc: Exception) -> None:
+        """A record or batch the client cannot decode: dead-letter it and skip past it. kafka-python
+        leaves the partition's position on the failed record, and polling again without a seek
+        past it never returns from that partition again (nor raises): a silent stall. So: the
+        record goes to the dead-letter topic (reason undecodable, no value — the client does not
+        hand out the raw bytes), the position moves one past it, and the next poll reads on (a
+        whole bad batch costs one dead letter per record). Where the client does not say which
+        partition failed, the worker stops with an error (liveness red, exit 1) instead."""
+        at = undecodable_position(self.consumer)
+        if at is None or at[0] not in self._assigned:
+            log.error("poll failed on a record the client cannot decode, and it does not say which "
+                      "(%s: %s); stopping rather than stalling", type(exc).__name__, exc)
+            self.fail(exc)
+            return
+        tp, offset = at
+        detail = f"{type(exc).__name__}: {exc}"
+        log.warning("%s[%d]@%d cannot be decoded (%s); dead-lettered and skipped", tp.topic, tp.partition,
+                    offset, detail[:300])
+        assert self.pipeline is not None
+        with self.epochs.lock:
+            self.tracker.add(tp, offset)
+            self.pipeline.jobs.put(Job(tp=tp, offset=offset, epoch=self.epochs.current(tp), arrived=time.monotonic(),
+                                       timestamp_ms=None, key=None, value=None, headers=[],
+                                       invalid=InvalidMessage(DeadLetterReason.UNDECODABLE, detail)))
+        self.consumer.seek(tp, offset + 1)
+        self.metrics.consumed.inc()
+        self.metrics.queue_depth.set(self.tracker.in_flight)
 
     def _handle_done(self) -> None:
         assert self.pipeline is not None
@@ -493,10 +532,31 @@ class WorkerApp:
 
 
 def poll_error_kind(exc: BaseException) -> str:
-    """The `kind` label of fmlc_poll_errors_total: can the client not decode what it fetched?"""
-    if isinstance(exc, (UnsupportedCodecError, CorruptRecordError, UnicodeDecodeError)):
+    """The `kind` label of fmlc_poll_errors_total: can the client not decode what it fetched?
+    Decompressors and decoders raise their own errors (lz4: RuntimeError, zstd: ZstdError, ...)
+    straight through poll(), so anything that is not a KafkaError counts as undecodable too."""
+    if isinstance(exc, (UnsupportedCodecError, CorruptRecordError)) or not isinstance(exc, KafkaError):
         return "undecodable"
     return "other"
+
+
+def undecodable_position(consumer: Any) -> tuple[TopicPartition, int] | None:
+    """The partition and offset of the record a failed poll() could not decode, or None.
+
+    kafka-python 3.0 does not say which partition an exception in poll() came from; its fetcher
+    keeps the partition whose records it was reading when decoding failed, and that partition's
+    position is the failed record (records before it were returned). This reads that private
+    state — checked against the public position — and gives None whenever it does not match."""
+    part = getattr(getattr(consumer, "_fetcher", None), "_next_partition_records", None)
+    tp = getattr(part, "topic_partition", None)
+    offset = getattr(part, "next_fetch_offset", None)
+    if not isinstance(tp, TopicPartition) or not isinstance(offset, int):
+        return None
+    try:
+        position = consumer.position(tp, timeout_ms=1000)
+    except (KafkaError, ValueError, AssertionError):
+        return None
+    return (tp, offset) if position == offset else None
 
 
 def _left(deadline: float) -> float:
@@ -546,4 +606,4 @@ def run_worker(settings: WorkerSettings) -> int:
     return app.run()
 
 
-__all__ = ["WorkerApp", "poll_error_kind", "run_worker"]
+__all__ = ["WorkerApp", "poll_error_kind", "run_worker", "undecodable_position"]

@@ -30,6 +30,7 @@ class DeadLetterReason(str, Enum):
     EMPTY_TEXT = "empty_text"
     TEXT_TOO_LONG = "text_too_long"
     PROCESSING_ERROR = "processing_error"
+    UNDECODABLE = "undecodable"  # the Kafka client could not decode the record (corrupt, codec, header)
 
 
 class InvalidMessage(Exception):
@@ -202,6 +203,10 @@ def dead_letter(*, topic: str, partition: int, offset: int, timestamp: int | Non
         # beats a dead letter that cannot be written (which would stall the partition).
         ours.append((DLQ_TRUNCATED, str(len(value)).encode()))
         value = value[:max_bytes]
+    if key is None and value is None:
+        # A producer refuses a record with neither (a null-key tombstone, a record whose bytes the
+        # client could not decode): an empty value keeps the dead letter writable.
+        value = b""
     return DeadLetter(key=key, value=value, headers=kept + ours)
 
 

@@ -242,6 +242,8 @@ class Pipeline:
 
     def _prepare(self, work: Work) -> None:
         for job in work.jobs:
+            if job.invalid is not None:  # known bad before it got here (undecodable)
+                continue
             try:
                 job.complaint = parse_complaint(job.value, self.s.max_text_chars)
             except InvalidMessage as exc:
