@@ -128,6 +128,7 @@ def evaluate(
     loaded = load_path(data, skip_bad=skip_bad)
     _report_load(loaded)
     records = loaded.records
+    _warn_unknown_labels([r.labels for r in records], predictor.labels, data)
     scores = predictor.scores(predictor.tokenize([r.text for r in records]))
     y = to_matrix([r.labels for r in records], predictor.labels)
     counts = predictor.artifact.train_counts
@@ -140,6 +141,22 @@ def evaluate(
     if out:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(metrics, ensure_ascii=False, indent=1))
+
+
+def _warn_unknown_labels(label_sets: list, known: list[str], data: Path) -> None:
+    """Labels the model cannot predict drop out of every metric; say how much of the data that is."""
+    from fmlc.metrics import unknown_labels
+
+    unknown = unknown_labels(label_sets, known)
+    if not unknown:
+        return
+    left_out = sum(unknown.values())
+    total = sum(len(set(labels)) for labels in label_sets)
+    docs = sum(1 for labels in label_sets if labels and not set(labels) & set(known))
+    shown = ", ".join(f"{name} ({n})" for name, n in unknown.most_common(10)) + (", ..." if len(unknown) > 10 else "")
+    typer.echo(f"warning: {data}: {len(unknown)} labels are unknown to the model: {shown}. Their {left_out} of "
+               f"{total} positives ({left_out / total:.1%}) are left out of every metric below; {docs} records have "
+               "no label the model knows.", err=True)
 
 
 @app.command()

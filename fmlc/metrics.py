@@ -9,6 +9,7 @@ positives.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 
 import numpy as np
@@ -38,6 +39,10 @@ def per_label_f1(y_true: np.ndarray, y_pred: np.ndarray) -> np.ndarray:
 
 
 def precision_at_k(y_true: np.ndarray, scores: np.ndarray, k: int) -> float:
+    """Mean over documents of (true labels among the k highest scores) / k, k capped at the number of
+    labels; a document with fewer than k true labels cannot reach 1. Ties: labels with equal scores
+    rank in label order (the model's label list), lower index first — a stable sort, so the figure
+    never depends on the sort algorithm."""
     if len(y_true) == 0:
         return 0.0
     k = min(k, scores.shape[1])
@@ -111,6 +116,12 @@ def tune_thresholds(y_true: np.ndarray, scores: np.ndarray, grid: Sequence[float
         if f1.max() >= min_f1:
             best[j] = grid[order][int(np.argmax(f1))]
     return best.astype(np.float32)
+
+
+def unknown_labels(label_sets: Sequence[Sequence[str]], labels: Sequence[str]) -> Counter[str]:
+    """Positives per label that is not in `labels`: what `to_matrix` leaves out of every metric."""
+    known = set(labels)
+    return Counter(name for names in label_sets for name in set(names) if name not in known)
 
 
 def to_matrix(label_sets: Sequence[Sequence[str]], labels: Sequence[str]) -> np.ndarray:

@@ -55,3 +55,19 @@ def test_bad_csv_and_missing_model_are_one_line_exit_2(tmp_path: Path) -> None:
     assert result.stderr.startswith(f"{data}:2: csv: unterminated quote") and result.stderr.count("\n") == 1
     result = runner.invoke(app, ["predict", "--model", str(tmp_path / "nope"), "利息太高"])
     assert result.exit_code == 2 and "fmlc train" in result.stderr and result.stderr.count("\n") == 1
+
+
+def test_evaluate_warns_about_labels_the_model_does_not_know(tiny_model_dir: Path, tmp_path: Path) -> None:
+    labels = json.loads((tiny_model_dir / "labels.json").read_text(encoding="utf-8"))["labels"]
+    data = tmp_path / "eval.jsonl"
+    rows = [{"id": "1", "text": "平台暴力催收，天天打电话", "labels": [labels[0], "新标签甲"]},
+            {"id": "2", "text": "利息太高了", "labels": ["新标签甲"]},
+            {"id": "3", "text": "提现一直不到账", "labels": [labels[1], "新标签乙"]},
+            {"id": "4", "text": "客服电话打不通", "labels": [labels[1]]}]
+    data.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    result = runner.invoke(app, ["evaluate", "--model", str(tiny_model_dir), "--data", str(data)])
+    assert result.exit_code == 0, result.output
+    assert result.stderr.startswith(f"warning: {data}: 2 labels are unknown to the model: 新标签甲 (2), 新标签乙 (1). "
+                                    "Their 3 of 6 positives (50.0%) are left out of every metric below; 1 records "
+                                    "have no label the model knows.")
+    assert "warning" not in result.stdout

@@ -156,3 +156,47 @@ def test_a_grid_resumes_only_on_the_split_its_runs_had(tmp_path: Path) -> None:
     assert saved_split_id(tmp_path) == split_id(splits)
     moved = {"train": splits["train"][:1], "valid": splits["valid"], "test": splits["test"] + splits["train"][1:]}
     assert split_id(moved) != split_id(splits)
+
+
+def test_reports_name_their_std_and_claim_same_vectors_only_when_recorded(tmp_path: Path) -> None:
+    from training.experiment_report import sample_std, summarise, write_report
+
+    assert sample_std([70.0, 72.0]) == pytest.approx(1.41421356)  # ddof = 1; np.std would say 1.0
+    assert sample_std([70.0]) == 0.0
+
+    def metrics(f1: float) -> dict:
+        block = {"macro_f1": f1, "micro_f1": f1, "macro_p": f1, "macro_r": f1}
+        return {"all": block, "tail": block, "p@1": f1, "per_label_f1": [f1]}
+
+    def grid(vectors: dict[str, str | None], peer_vectors: str | None) -> dict:
+        runs = {}
+        for method, f1 in (("fmlc-asl", 0.7), ("bigru-lwan", 0.6)):
+            for seed in (0, 1):
+                runs[f"{method}/seed{seed}"] = {
+                    "method": method, "seed": seed, "tuned": metrics(f1 + seed / 100),
+                    "threshold_0.5": metrics(f1), "vectors": vectors[f"{method}/seed{seed}"],
+                    "seconds_per_epoch": 1.0, "inference_docs_per_s": 1.0, "epochs_run": 1}
+        results = {"config": {"data": "d", "epochs_recurrent": 1, "epochs_convolutional": 1, "base": {}},
+                   "data": {}, "labels": ["a"], "train_counts": [5], "runs": runs,
+                   "peer": {"linear": {"tuned": metrics(0.5)}}}
+        if peer_vectors:
+            results["peer_vectors"] = peer_vectors
+        results["summary"] = summarise(results)
+        return results
+
+    keys = ["fmlc-asl/seed0", "fmlc-asl/seed1", "bigru-lwan/seed0", "bigru-lwan/seed1"]
+    matched = grid(dict.fromkeys(keys, "v1"), "v1")
+    assert matched["summary"]["methods"]["fmlc-asl"]["macro_f1"]["std"] == pytest.approx(0.70710678)
+    write_report(matched, tmp_path)
+    report = (tmp_path / "report.md").read_text()
+    assert "sample standard deviation over seeds (ddof = 1" in report
+    assert "(same split and vectors, same initialisation seed)" in report
+    assert "## External reference: LibMultiLabel on the same split and vectors" in report
+    assert "equal scores rank in label order" in report
+
+    unrecorded = grid(dict.fromkeys(keys, "v1") | {"bigru-lwan/seed1": None}, None)
+    write_report(unrecorded, tmp_path)
+    report = (tmp_path / "report.md").read_text()
+    assert "same split and vectors" not in report
+    assert "provably the same for 1 of 2 pairs" in report
+    assert "## External reference: LibMultiLabel on the same split\n" in report

@@ -69,3 +69,20 @@ def test_min_f1_keeps_the_default_for_a_label_tuning_cannot_separate() -> None:
 def test_to_matrix_ignores_unknown_labels() -> None:
     m = to_matrix([["a", "zz"], ["b"]], ["a", "b"])
     np.testing.assert_array_equal(m, [[1, 0], [0, 1]])
+
+
+def test_precision_at_k_ties_rank_in_label_order() -> None:
+    y = np.array([[0, 1, 0], [1, 0, 0]])
+    flat = np.full((2, 3), 0.5)
+    # Equal scores: label 0 ranks first, then 1, then 2.
+    assert precision_at_k(y, flat, 1) == pytest.approx(0.5)  # doc 1 hits (label 0), doc 0 misses
+    assert precision_at_k(y, flat, 2) == pytest.approx(0.5)
+    assert precision_at_k(y[:, ::-1].copy(), flat, 1) == pytest.approx(0.0)
+
+
+def test_unknown_labels_count_the_positives_to_matrix_leaves_out() -> None:
+    from fmlc.metrics import unknown_labels
+
+    sets = [["a", "x"], ["x", "x"], ["b"], ["y"]]
+    assert unknown_labels(sets, ["a", "b"]) == {"x": 2, "y": 1}
+    assert to_matrix(sets, ["a", "b"]).sum() == 2  # the 3 unknown positives are gone

@@ -29,8 +29,9 @@ def test_table_recomputes_means_leads_and_seed_wins(tmp_path: Path) -> None:
     lines = table([a, b], ["A", "B"]).splitlines()
     assert lines[0] == "| method | A | B |"
     rows = {line.split(" | ")[0].lstrip("| "): line for line in lines[2:]}
-    assert rows["BiGRU-LWAN"] == "| BiGRU-LWAN | 81.00 ± 1.00 / 62.00 ± 2.00 (2) | not run |"
-    assert rows["**FMLC/ASL**"] == "| **FMLC/ASL** | **82.00 ± 1.00** / **65.50 ± 0.50** (2) | 40.00 / **30.00** (1) |"
+    # ± is the sample standard deviation (ddof = 1): 80 and 82 give 1.41, not 1.00.
+    assert rows["BiGRU-LWAN"] == "| BiGRU-LWAN | 81.00 ± 1.41 / 62.00 ± 2.83 (2) | not run |"
+    assert rows["**FMLC/ASL**"] == "| **FMLC/ASL** | **82.00 ± 1.41** / **65.50 ± 0.71** (2) | 40.00 / **30.00** (1) |"
     lead = rows["FMLC/ASL − best earlier method"]
     # Set A: +1.00 / +3.50 over BiGRU-LWAN, ahead on seed 0 (+3 / +5) but not seed 1 (-1 / +2) on macro-F1.
     assert "+1.00 / +3.50 over bigru-lwan; ahead on 1 of 2 / 2 of 2 seeds, worst seed -1.00 / +2.00" in lead

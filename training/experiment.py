@@ -136,6 +136,8 @@ def run(cfg: ExperimentConfig) -> dict:
         results["runs"] = old.get("runs", {})
         if "peer" in old and "skipped" not in old["peer"]:
             results["peer"] = old["peer"]
+            if "peer_vectors" in old:
+                results["peer_vectors"] = old["peer_vectors"]
     for seed in range(cfg.seeds):
         for method in cfg.methods:
             key = f"{method}/seed{seed}"
@@ -162,6 +164,7 @@ def run(cfg: ExperimentConfig) -> dict:
             # The external reference runs once, right after the first seed, so that a grid cut short
             # still has it.
             results["peer"] = run_peer(cfg, prep, out)
+            results["peer_vectors"] = vectors_id  # split/embeddings.txt came from these
             results_path.write_text(json.dumps(results, ensure_ascii=False, indent=1))
     from training.experiment_report import summarise, write_report
 

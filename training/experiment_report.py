@@ -1,4 +1,4 @@
-"""Turning experiment results into a table (mean ± std over seeds), gains, and plots."""
+"""Turning experiment results into a table (mean ± sample standard deviation over seeds), gains, and plots."""
 
 from __future__ import annotations
 
@@ -33,6 +33,15 @@ def _get(metrics: dict, path: tuple[str, ...]) -> float:
     return float(metrics)
 
 
+STD_NOTE = ("± is the sample standard deviation over seeds (ddof = 1, the n − 1 estimate, which 2–3 seeds call "
+            "for); 0.00 for a single seed")
+
+
+def sample_std(values: list[float]) -> float:
+    """Sample standard deviation (ddof = 1); 0 for fewer than two values, which have no spread to estimate."""
+    return float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+
+
 def leader(methods: dict, key: str, among: list[str] | None = None) -> str:
     """The method (of `among`, default all) with the highest mean of `key` in a summary's methods."""
     return max(methods if among is None else among, key=lambda m: methods[m][key]["mean"])
@@ -47,7 +56,7 @@ def summarise(results: dict, thresholds: str = "tuned") -> dict:
         row: dict = {"seeds": len(runs)}
         for key, _, path in COLUMNS:
             values = [100 * _get(r[thresholds], path) for r in runs]
-            row[key] = {"mean": float(np.mean(values)), "std": float(np.std(values)), "values": values}
+            row[key] = {"mean": float(np.mean(values)), "std": sample_std(values), "values": values}
         for key in ("seconds_per_epoch", "inference_docs_per_s", "epochs_run"):
             row[key] = float(np.mean([r[key] for r in runs]))
         summary["methods"][method] = row
@@ -102,12 +111,28 @@ def paired_gains(results: dict, thresholds: str = "tuned") -> dict:
     return paired
 
 
-def _paired_lines(paired: dict) -> list[str]:
+def same_vectors(runs: dict, keys: list[str], peer_vectors: str | None = None) -> bool:
+    """Whether these runs (and the peer, when given) provably trained on one set of word vectors: every
+    recorded fingerprint equal, none missing. The linear model uses no vectors and does not count."""
+    ids = [runs[k].get("vectors") for k in keys if k in runs and runs[k].get("method") != "linear"]
+    if peer_vectors is not None:
+        ids.append(peer_vectors)
+    return bool(ids) and None not in ids and len(set(ids)) == 1
+
+
+def _paired_lines(paired: dict, runs: dict | None = None) -> list[str]:
     if not paired:
         return []
+    runs = runs or {}
+    pairs = [[f"fmlc-asl/seed{s}", f"{other}/seed{s}"] for other, e in paired.items() for s in e["seeds"]]
+    matched = sum(same_vectors(runs, pair) for pair in pairs)
+    if matched == len(pairs):
+        same = "same split and vectors, same initialisation seed"
+    else:
+        same = (f"same split and initialisation seed; the word vectors are provably the same for {matched} of "
+                f"{len(pairs)} pairs, the others' vectors were not recorded or differ")
     lines = ["", "## Seed by seed", "",
-             "FMLC/ASL minus each method within the same seed (same split and vectors, same initialisation "
-             "seed), in points, on the seeds both have run.", "",
+             f"FMLC/ASL minus each method within the same seed ({same}), in points, on the seeds both have run.", "",
              "| against | seeds | macro-F1 per seed | mean | worst | tail macro-F1 per seed | mean | worst | "
              "seeds won (all / tail) |",
              "|---|---|---|---|---|---|---|---|---|"]
@@ -258,7 +283,9 @@ def write_report(results: dict, out: Path) -> None:
              *_graph_lines(data.get("label_graph")),
              "Test-split metrics in %, mean ± std over seeds, per-label thresholds tuned on the validation split "
              "(the fixed-0.5 numbers are in results.json). Macro averages run over all labels of the training set; "
-             "a label with no positives and no predictions in the test split counts 0.", "",
+             "a label with no positives and no predictions in the test split counts 0. P@k counts the true labels "
+             "among the k highest scores, divided by k; equal scores rank in label order (labels.json).", "",
+             STD_NOTE + ".", "",
              _settings_line(results["config"], results["runs"]), ""]
     lines += _table(summary)
     lines += ["", "s/epoch and docs/s were measured inside the grid on a shared 2-core machine (torch 1 thread) "
@@ -279,11 +306,19 @@ def write_report(results: dict, out: Path) -> None:
             lines += [f"- against LibMultiLabel (its best method and threshold rule for each figure): macro-F1 "
                       f"{p['macro_f1']['points']:+.2f} (vs {p['macro_f1']['best_peer']}), tail "
                       f"{p['tail_macro_f1']['points']:+.2f} (vs {p['tail_macro_f1']['best_peer']})"]
-    lines += _paired_lines(summary.get("paired", {}))
+    lines += _paired_lines(summary.get("paired", {}), results["runs"])
     lines += _graph_effect_lines(results)
     if "peer" in results:
-        lines += ["", "## External reference: LibMultiLabel on the same split and vectors", ""] + _peer_lines(
-            results["peer"])
+        peer_vectors = results.get("peer_vectors")
+        if same_vectors(results["runs"], list(results["runs"]), peer_vectors):
+            lines += ["", "## External reference: LibMultiLabel on the same split and vectors", ""]
+        else:
+            lines += ["", "## External reference: LibMultiLabel on the same split", "",
+                      "Its networks were given the word vectors written to split/embeddings.txt by the invocation "
+                      "that ran it; " + ("their fingerprint was not recorded" if peer_vectors is None else
+                                          f"their fingerprint {peer_vectors} differs from some runs'")
+                      + ", so they are not shown to be those of every run above.", ""]
+        lines += _peer_lines(results["peer"])
         floor = max((e.get("tuned_min_valid_f1", 0) for e in results["peer"].values() if isinstance(e, dict)),
                     default=0)
         if floor:

@@ -2,6 +2,7 @@
 
     python -m training.sensitivity --data ../shared/data/duee1.0 --parent-labels - \\
         --out reports/duee1.0_parents/sensitivity [--seeds 1] [--epochs 10] [--lr 1e-3] [--threads 1]
+    python -m training.sensitivity --out reports/duee1.0_parents/sensitivity --render-only
 
 The split is the experiment's (seed 0, same records), so the validation split here is the one the
 experiment tunes thresholds and picks epochs on. The test split is never scored in the output:
@@ -19,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from training.experiment import ExperimentConfig, console, load_splits, prepare_reusing_vectors
-from training.experiment_report import vectors_clause
+from training.experiment_report import STD_NOTE, sample_std, vectors_clause
 from training.trainer import TrainConfig, fit
 
 # variant → (what it changes, TrainConfig overrides of FMLC/ASL)
@@ -89,7 +90,7 @@ def summarise(results: dict) -> dict:
         row = {"seeds": len(runs)}
         for key in ("valid_macro_f1", "valid_micro_f1", "valid_tail_macro_f1"):
             values = [100 * r[key] for r in runs]
-            row[key] = {"mean": float(np.mean(values)), "std": float(np.std(values))}
+            row[key] = {"mean": float(np.mean(values)), "std": sample_std(values)}
         summary[name] = row
     return summary
 
@@ -106,7 +107,7 @@ def write_report(results: dict, out: Path) -> None:
              f"Split {results['data'].get('split_sizes')}, {setup['epochs']} epochs at most, base settings "
              f"{setup['base']}; parent labels {setup['parent_labels']!r}. Validation metrics in %, thresholds tuned "
              "on the same validation split (as in model selection), mean ± std over seeds. The test split is not "
-             f"scored here. Word vectors: {vectors_clause(results['runs'])}.", "",
+             f"scored here. Word vectors: {vectors_clause(results['runs'])}. {STD_NOTE}.", "",
              "| variant | what it changes | seeds | valid macro-F1 | valid micro-F1 | valid tail macro-F1 |",
              "|---|---|---|---|---|---|"]
     for name, row in summary.items():
@@ -139,7 +140,7 @@ def write_report(results: dict, out: Path) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--data", required=True)
+    ap.add_argument("--data")
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--parent-labels", default=None)
     ap.add_argument("--max-docs", type=int, default=None)
@@ -149,7 +150,16 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--dim", type=int, default=300)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--variants", default=None, help="comma list of variant names (default: all)")
+    ap.add_argument("--render-only", action="store_true", help="rewrite sensitivity.md/.png from sensitivity.json")
     args = ap.parse_args(argv)
+    if args.render_only:
+        results = json.loads((args.out / "sensitivity.json").read_text(encoding="utf-8"))
+        results["summary"] = summarise(results)
+        (args.out / "sensitivity.json").write_text(json.dumps(results, ensure_ascii=False, indent=1), encoding="utf-8")
+        write_report(results, args.out)
+        return
+    if not args.data:
+        ap.error("--data is required (unless --render-only)")
     base = {"lr": args.lr, "embed_dim": args.dim, "hidden": args.dim, "attn_dim": args.dim, "graph_dim": args.dim,
             "filters": args.dim, "threads": args.threads}
     variants = [v.strip() for v in args.variants.split(",")] if args.variants else None
