@@ -394,6 +394,18 @@ def test_grace_period_outlasts_the_shutdown_timeout() -> None:
         assert grace > float(effective_env(dep)["FMLC_SHUTDOWN_TIMEOUT_S"]), variant
 
 
+def test_liveness_restarts_a_stalled_worker_and_spares_a_loading_one() -> None:
+    for variant, dep in deployments().items():
+        c = container(dep)
+        live, startup = c["livenessProbe"], c["startupProbe"]
+        stall = float(effective_env(dep)["FMLC_STALL_TIMEOUT_S"])
+        # A stalled worker is restarted within a few minutes: the stall timeout, then the probe's failures.
+        assert stall + live["periodSeconds"] * live["failureThreshold"] <= 120, variant
+        # Liveness starts counting only after the startup probe passed (model loaded, HTTP up).
+        assert startup["periodSeconds"] * startup["failureThreshold"] >= 60, variant
+        assert live["timeoutSeconds"] < live["periodSeconds"]
+
+
 def test_instance_id_comes_from_the_pod_name() -> None:
     for variant, dep in deployments().items():
         env = {e["name"]: e for e in container(dep)["env"]}

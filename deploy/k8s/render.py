@@ -114,6 +114,10 @@ def worker_env(settings: WorkerSettings) -> dict[str, str]:
         # The topic Job creates topics with the chosen partitions; a worker never does.
         env("create_topics", False),
         env("shutdown_timeout_s", s.shutdown_timeout_s),
+        # /healthz turns red when a stage has work and makes no progress for this long; the
+        # liveness probe then restarts the container after its own three failures.
+        env("stall_timeout_s", s.stall_timeout_s),
+        env("compression", s.compression),
         env("log_level", s.log_level),
     ])
 
