@@ -1,7 +1,7 @@
 """Fault runs against the real worker process, each checking itself (PASS/FAIL with counts).
 
     python -m bench.faults [--only sigkill,broker_freeze,worker_freeze,redis_restart,soak,hostile,poison,codecs,
-                           undecodable]
+                           undecodable,hung_tokenizer,secrets]
                            [--model DIR] [--soak-messages 100000] [--kills 3]
 
 Every scenario starts its own Tansu broker (memory-only) and runs `python -m worker` subprocesses
@@ -27,7 +27,13 @@ runs/bench-tiny-model like tests/model_fixtures.py does):
 - codecs: librdkafka producers (confluent-kafka) write none, gzip, lz4, zstd and snappy batches into
   the input topic: every message is answered, no poll fails;
 - undecodable: garbage lz4 batches and non-UTF-8 header keys among good messages: each bad record is
-  a dead letter (reason undecodable) at its offset, the partition reads on, the worker stays live.
+  a dead letter (reason undecodable) at its offset, the partition reads on, the worker stays live;
+- hung_tokenizer: the jieba child SIGSTOPped with a backlog (stall timeout `--stall-timeout-s`, below
+  the tokenizer timeout): /healthz red with stage_stalled/tokenizer within the stall timeout, then
+  the child is killed and replaced, /healthz green again, every message answered, none dead-lettered;
+- secrets: a SASL password, an SSL key password and a Redis URL password planted (a worker at DEBUG
+  with the right and with a wrong Redis password, start-ups that fail validation, secrets as flags):
+  the value is in no log, stderr, HTTP answer, output or dead letter.
 
 Results: bench/results/faults.{json,md} (with --only, merged into the existing results).
 """
@@ -836,12 +842,189 @@ def undecodable(args: argparse.Namespace, model: Path) -> dict:
             "dead_letter_reasons": dict(reasons), "settings": {"partitions": 2, "good": len(good)}}
 
 
+# --- (j) a hung tokenizer child: liveness sees it, the worker heals --------------------------------
+
+def child_pids(pid: int) -> list[int]:
+    """Direct children of a process, from every thread's /proc children list (Linux)."""
+    out: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):
+            out += [int(x) for x in (task / "children").read_text().split()]
+    return sorted(set(out))
+
+
+def hung_tokenizer(args: argparse.Namespace, model: Path) -> dict:
+    """The jieba child SIGSTOPped with a backlog pending. The stall timeout is set below the
+    tokenizer timeout so that /healthz must go red before the worker heals itself by killing and
+    replacing the child; every message must still be answered, none dead-lettered."""
+    import os
+
+    from worker.local_services import start_broker
+
+    broker = start_broker(log_path=str(WORKDIR / "hung-tokenizer-broker.log"))
+    stopped: int | None = None
+    try:
+        s = worker_settings(broker.bootstrap, model, batch_size=32, topic_partitions=2, tokenize_ahead=True,
+                            tokenizer_process=True, stall_timeout_s=args.stall_timeout_s,
+                            tokenizer_timeout_s=args.stall_timeout_s + 6)
+        ensure(s)
+        n = 2000
+        ids = [f"h-{i}" for i in range(n)]
+        produce(broker.bootstrap, s.input_topic,
+                [(i.encode(), message(i, t)) for i, t in zip(ids, synthetic_texts(n, 81), strict=True)], partitions=2)
+        reader, col = start_reader(broker.bootstrap, s)
+        w = WorkerProcess(s, WORKDIR / "hung-tokenizer-worker.log")
+        w.wait_ready(120)
+        wait_for(lambda: col.distinct >= 200, 120, "the worker under way", interval=0.01)
+        children = child_pids(w.pid)
+        if len(children) != 1:
+            raise RuntimeError(f"expected one tokenizer child, found {children}")
+        stopped = children[0]
+        at_stop = col.distinct
+        os.kill(stopped, signal.SIGSTOP)
+        t0 = time.monotonic()
+        red_after: float | None = None
+        red_body: dict = {}
+        green_after: float | None = None
+        alive_at_green = False
+        while time.monotonic() - t0 < 120:
+            code, body = http_get(w.port, "/healthz")
+            now = time.monotonic() - t0
+            if code == 503 and red_after is None:
+                red_after, red_body = now, json.loads(body)
+            if code == 200 and red_after is not None:
+                green_after, alive_at_green = now, w.alive()
+                break
+            time.sleep(0.1)
+        old_child_gone = not Path(f"/proc/{stopped}").exists()
+        if old_child_gone:
+            stopped = None
+        wait_for(lambda: col.have_all(ids), 240, "every input has an output", interval=0.1)
+        all_after = time.monotonic() - t0
+        m = w.metrics()
+        new_children = child_pids(w.pid)
+        exit_code = w.terminate()
+        reader.close()
+        truth = final_counts(broker.bootstrap, s, ids)
+        notes = log_lines(w, "tokenizer process lost", "WARNING")
+    finally:
+        if stopped is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(stopped, signal.SIGKILL)
+        broker.stop()
+    restarts = metric(m, "fmlc_tokenizer_restarts_total", reason="timeout")
+    limit = s.stall_timeout_s + 2
+    checks = {f"/healthz red within the stall timeout + 2 s ({limit:g} s)":
+              red_after is not None and red_after <= limit,
+              "/healthz names the stage (stage_stalled, tokenizer)": red_body.get("reason") == "stage_stalled"
+              and "tokenizer" in red_body.get("stalled_stages", []),
+              "/healthz green again, same worker process": green_after is not None and alive_at_green,
+              "the stopped child was killed and replaced, and counted": old_child_gone and restarts >= 1
+              and len(new_children) == 1,
+              "every input has an output, none dead-lettered": truth["missing"] == 0 and truth["dead_letters"] == 0,
+              "worker drained and exited 0": exit_code == 0}
+    return {"checks": checks, "passed": all(checks.values()), "counts": truth, "outputs_at_stop": at_stop,
+            "healthz_red_after_s": red_after, "healthz_body": red_body, "healthz_green_after_s": green_after,
+            "all_answered_after_s": all_after, "tokenizer_restarts_timeout": restarts, "worker_log": notes,
+            "settings": {"stall_timeout_s": s.stall_timeout_s, "tokenizer_timeout_s": s.tokenizer_timeout_s,
+                         "messages": n}}
+
+
+# --- (k) secrets: planted, then searched for everywhere ---------------------------------------------
+
+PLANTED = "pl4nted-fault-S3CRET"
+
+
+def secrets(args: argparse.Namespace, model: Path) -> dict:
+    """A worker at DEBUG with a SASL password, an SSL key password and a Redis URL with a password
+    (a Redis that requires it, so the cache works only if the password is used), then the same with a
+    wrong Redis password (its errors get logged), then start-ups that fail validation and a secret
+    given as a flag. The planted value is searched for in every log, stderr, HTTP answer, output and
+    dead letter."""
+    import os
+    import subprocess
+    import tempfile
+
+    from worker.local_services import _redis_binary, free_port, redis_answers, start_broker
+    from worker.settings import env_for
+
+    broker = start_broker(log_path=str(WORKDIR / "secrets-broker.log"))
+    redis_dir = tempfile.mkdtemp(prefix="fmlc-redis-secret-")
+    rport = free_port()
+    redis = subprocess.Popen([_redis_binary(), "--port", str(rport), "--bind", "127.0.0.1", "--save", "",
+                              "--appendonly", "no", "--dir", redis_dir, "--requirepass", PLANTED],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    texts: dict[str, str] = {}
+    found: dict[str, bool] = {}
+    try:
+        wait_for(lambda: redis_answers(f"redis://:{PLANTED}@127.0.0.1:{rport}/0"), 15, "redis with a password")
+        runs: dict[str, dict] = {}
+        for name, url in (("right redis password", f"redis://default:{PLANTED}@127.0.0.1:{rport}/0"),
+                          ("wrong redis password", f"redis://default:{PLANTED}-wrong@127.0.0.1:{rport}/0")):
+            s = worker_settings(broker.bootstrap, model, redis_url=url, batch_size=16, log_level="DEBUG",
+                                sasl_username="fmlc", sasl_password=PLANTED, ssl_password=PLANTED)
+            ensure(s)
+            n = 100
+            ids = [f"s-{i}" for i in range(n)] + [f"s-{i}-again" for i in range(n)]
+            body = synthetic_texts(n, 91)
+            reader, col = start_reader(broker.bootstrap, s)
+            w = WorkerProcess(s, WORKDIR / f"secrets-{name.split()[0]}.log")
+            w.wait_ready(120)
+            produce(broker.bootstrap, s.input_topic, [(i.encode(), message(i, t)) for i, t in zip(ids[:n], body,
+                                                                                                 strict=True)])
+            wait_for(lambda ids=ids, col=col, n=n: col.have_all(ids[:n]), 120, "first pass")
+            produce(broker.bootstrap, s.input_topic, [(i.encode(), message(i, t)) for i, t in zip(ids[n:], body,
+                                                                                                 strict=True)]
+                    + [(b"bad", b"{not json")])
+            wait_for(lambda ids=ids, col=col: col.have_all(ids) and col.dead >= 1, 120, "second pass")
+            for path in ("/healthz", "/readyz", "/metrics", "/nope"):
+                texts[f"{name}: GET {path}"] = http_get(w.port, path)[1]
+            exit_code = w.terminate()
+            reader.close()
+            records = read_all(broker.bootstrap, [s.output_topic, s.dlq_topic], timeout=60)
+            texts[f"{name}: outputs and dead letters"] = "\n".join(
+                (r.value or b"").decode("utf-8", "replace") + repr(r.headers) for r in records)
+            texts[f"{name}: worker log"] = w.log()
+            runs[name] = {"cached_outputs": sum(col.cached.values()), "exit_code": exit_code,
+                          "log_lines": len(w.log().splitlines()),
+                          "debug_lines": sum(" DEBUG " in ln for ln in w.log().splitlines())}
+        # Start-ups that fail: whole-config validation with every secret set, a field error, a flag.
+        base_env = {k: v for k, v in os.environ.items() if not k.startswith("FMLC_")}
+        secret_env = {"FMLC_SASL_PASSWORD": PLANTED, "FMLC_SSL_PASSWORD": PLANTED,
+                      "FMLC_REDIS_URL": f"redis://u:{PLANTED}@127.0.0.1:{rport}/0"}
+        failing = {"SASL_SSL without a user name": ({"FMLC_SECURITY_PROTOCOL": "SASL_SSL"}, []),
+                   "redis URL with a wrong scheme": ({"FMLC_REDIS_URL": f"http://u:{PLANTED}@cache:6379"}, []),
+                   "redis URL as a flag": ({}, ["--redis-url", f"redis://u:{PLANTED}@cache:6379/0"]),
+                   "SASL password as a flag": ({}, [f"--sasl-password={PLANTED}"])}
+        starts: dict[str, int] = {}
+        for name, (env, argv) in failing.items():
+            done = subprocess.run([sys.executable, "-m", "worker", *argv], cwd=REPO, capture_output=True, text=True,
+                                  env={**base_env, **secret_env, **env}, timeout=120)
+            starts[name] = done.returncode
+            texts[f"start-up: {name}"] = done.stdout + done.stderr
+        texts["env_for without secrets"] = json.dumps(env_for(s))
+    finally:
+        redis.terminate()
+        redis.wait(10)
+        broker.stop()
+    found = {k: PLANTED in v for k, v in texts.items()}
+    checks = {"the right password was used (second pass answered from the cache)":
+              runs["right redis password"]["cached_outputs"] >= 100,
+              "the wrong password degraded to no cache, nothing lost": runs["wrong redis password"]["exit_code"] == 0,
+              "both workers logged at DEBUG": all(r["debug_lines"] > 0 for r in runs.values()),
+              "every failing start-up exited 2": all(c == 2 for c in starts.values())}
+    checks.update({f"no secret in: {k}": not v for k, v in found.items()})
+    return {"checks": checks, "passed": all(checks.values()), "runs": runs, "failing_start_exit_codes": starts,
+            "searched": {k: len(v) for k, v in texts.items()}}
+
+
 # --- driver --------------------------------------------------------------------------------------
 
 SCENARIOS: dict[str, Callable[[argparse.Namespace, Path], dict]] = {
     "sigkill": sigkill, "broker_freeze": broker_freeze, "worker_freeze": worker_freeze,
     "redis_restart": redis_restart, "soak": soak, "hostile": hostile, "poison": poison, "codecs": codecs,
     "undecodable": undecodable,
+    "hung_tokenizer": hung_tokenizer, "secrets": secrets,
 }
 
 
@@ -926,6 +1109,18 @@ def summary(name: str, r: dict) -> str:
         return (f"{r['settings']['good']} good messages answered (missing {c['missing']}); {r['bad_records']} "
                 f"undecodable records (garbage lz4 batches, non-UTF-8 header keys) dead-lettered: "
                 f"{r['dead_letter_reasons']}")
+    if name == "hung_tokenizer":
+        return (f"tokenizer child SIGSTOPped with a backlog: /healthz red after {r['healthz_red_after_s'] or 0:.1f} s "
+                f"(stall timeout {r['settings']['stall_timeout_s']:g} s), green again after "
+                f"{r['healthz_green_after_s'] or 0:.1f} s "
+                f"(tokenizer timeout {r['settings']['tokenizer_timeout_s']:g} s), "
+                f"{c['inputs']} inputs, missing {c['missing']}, dead letters {c['dead_letters']}, "
+                f"restarts {r['tokenizer_restarts_timeout']:.0f}")
+    if name == "secrets":
+        return (f"planted secret searched in {len(r['searched'])} logs, errors and responses "
+                f"({sum(r['searched'].values())} characters): found in "
+                f"{sum(1 for k, ok in r['checks'].items() if k.startswith('no secret') and not ok)}; "
+                f"cached outputs with the password {r['runs']['right redis password']['cached_outputs']}")
     if name == "poison":
         return "; ".join(f"{p['case']}: {'ok' if p['ok'] else ('CRASH LOOP' if p['crash_loop'] else 'FAIL')}"
                          for p in r["probes"])
@@ -942,6 +1137,7 @@ def main() -> None:
     ap.add_argument("--soak-messages", type=int, default=100_000)
     ap.add_argument("--soak-timeout-s", type=float, default=1500)
     ap.add_argument("--codec-messages", type=int, default=200)
+    ap.add_argument("--stall-timeout-s", type=float, default=5.0, help="hung_tokenizer: FMLC_STALL_TIMEOUT_S")
     args = ap.parse_args()
     chosen = [x.strip() for x in args.only.split(",") if x.strip()]
     unknown = [x for x in chosen if x not in SCENARIOS]
