@@ -222,7 +222,8 @@ def deployment(settings: WorkerSettings, variant: str) -> dict:
     return {
         "apiVersion": "apps/v1", "kind": "Deployment", "metadata": meta(NAME),
         "spec": {
-            "replicas": MIN_REPLICAS,
+            # No `replicas`: the autoscaler owns the count (MIN_REPLICAS and up); a value here would
+            # reset it on every `kubectl apply`. Until an autoscaler is applied, Kubernetes runs 1.
             "revisionHistoryLimit": 5,
             "selector": {"matchLabels": dict(SELECTOR)},
             # An image change adds one pod before it removes one: the group never has fewer members
