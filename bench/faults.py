@@ -1,7 +1,8 @@
 """Fault runs against the real worker process, each checking itself (PASS/FAIL with counts).
 
     python -m bench.faults [--only sigkill,broker_freeze,worker_freeze,redis_restart,soak,hostile,poison,codecs,
-                           undecodable,hung_tokenizer,secrets]
+                           undecodable,hung_tokenizer,secrets,
+                           dlq_at_limit]
                            [--model DIR] [--soak-messages 100000] [--kills 3]
 
 Every scenario starts its own Tansu broker (memory-only) and runs `python -m worker` subprocesses
@@ -33,7 +34,9 @@ runs/bench-tiny-model like tests/model_fixtures.py does):
   the child is killed and replaced, /healthz green again, every message answered, none dead-lettered;
 - secrets: a SASL password, an SSL key password and a Redis URL password planted (a worker at DEBUG
   with the right and with a wrong Redis password, start-ups that fail validation, secrets as flags):
-  the value is in no log, stderr, HTTP answer, output or dead letter.
+  the value is in no log, stderr, HTTP answer, output or dead letter;
+- dlq_at_limit: inputs at the broker's message limit with 4 KB keys and large headers become dead
+  letters cut to fit and marked truncated; the messages after them are answered.
 
 Results: bench/results/faults.{json,md} (with --only, merged into the existing results).
 """
@@ -1018,6 +1021,80 @@ def secrets(args: argparse.Namespace, model: Path) -> dict:
             "searched": {k: len(v) for k, v in texts.items()}}
 
 
+# --- (j) dead letters at the broker's size limit -----------------------------------------------------
+
+def dlq_at_limit(args: argparse.Namespace, model: Path) -> dict:
+    """Inputs at the broker's message limit, with 4 KB keys and large headers, that must become
+    dead letters (text too long, not JSON), between good messages: each dead letter is cut to fit
+    (value first, then headers, then key), marked as truncated, and every good message after it is
+    answered — no delivery failure, no loop."""
+    from worker.local_services import start_broker
+    from worker.messages import record_size
+
+    broker = start_broker(log_path=str(WORKDIR / "dlq_at_limit-broker.log"))
+    try:
+        s = worker_settings(broker.bootstrap, model, batch_size=16, topic_partitions=1, max_text_chars=2000)
+        ensure(s)
+        limit = s.max_message_bytes
+        texts = synthetic_texts(60, 91)
+        good = [f"g-{i}" for i in range(60)]
+        key = b"k" * 4096
+        cases = {
+            "text too long, 300 KB of headers": (key, [(f"trace-{i}", b"t" * 100_000) for i in range(3)], "长"),
+            "not JSON, 300 KB of headers": (key, [(f"trace-{i}", b"t" * 100_000) for i in range(3)], None),
+            "text too long, 900 KB of headers": (key, [(f"trace-{i}", b"t" * 300_000) for i in range(3)], "长"),
+        }
+        producer = make_producer(broker.bootstrap, linger_ms=0, max_request_size=2_000_000)
+        sent: dict[int, dict] = {}
+        try:
+            for i, cid in enumerate(good):
+                producer.send(s.input_topic, key=cid.encode(), value=message(cid, texts[i]), partition=0)
+                if i % 15 == 7 and i // 15 < len(cases):
+                    name, (k, headers, char) = list(cases.items())[i // 15]
+                    room = limit - record_size(k, b"", headers) - 200
+                    value = message(f"big-{i}", char * (room // 3 - 40)) if char else b"{" * room
+                    md = producer.send(s.input_topic, key=k, value=value, headers=headers, partition=0).get(30)
+                    sent[md.offset] = {"case": name, "input_bytes": record_size(k, value, headers)}
+            producer.flush(30)
+        finally:
+            producer.close(5)
+        reader, col = start_reader(broker.bootstrap, s)
+        w = WorkerProcess(s, WORKDIR / "dlq_at_limit-worker.log")
+        w.wait_ready(120)
+        with contextlib.suppress(TimeoutError):
+            wait_for(lambda: col.have_all(good) and col.dead >= len(sent), 90, "answers and dead letters",
+                     interval=0.2)
+        m = w.metrics()
+        exit_code = w.terminate()
+        reader.close()
+        dead = read_all(broker.bootstrap, [s.dlq_topic])
+        truth = final_counts(broker.bootstrap, s, good)
+        committed = all_committed(broker.bootstrap, s)
+    finally:
+        broker.stop()
+    letters = []
+    for r in dead:
+        h = dict(r.headers)
+        off = int(h["fmlc.dlq.source.offset"])
+        letters.append({**sent.get(off, {"case": "?"}), "offset": off, "reason": h["fmlc.dlq.reason"].decode(),
+                        "dead_letter_bytes": record_size(r.key, r.value, r.headers),
+                        "value_bytes": len(r.value or b""),
+                        "truncated_from": int(h.get("fmlc.dlq.truncated", b"0")),
+                        "headers_dropped": int(h.get("fmlc.dlq.truncated.headers", b"0")),
+                        "key_bytes": len(r.key or b"")})
+    checks = {f"every good message answered ({len(good)})": truth["missing"] == 0,
+              f"one dead letter per oversized input ({len(sent)})":
+                  sorted(x["offset"] for x in letters) == sorted(sent),
+              f"every dead letter within the limit ({s.dead_letter_limit} bytes)":
+                  all(x["dead_letter_bytes"] <= s.dead_letter_limit for x in letters),
+              "every one marked as truncated": all(x["truncated_from"] > 0 for x in letters),
+              "no delivery failure": metric(m, "fmlc_delivery_failures_total") == 0,
+              "all offsets committed, worker exited 0": committed and exit_code == 0}
+    return {"checks": checks, "passed": all(checks.values()), "counts": truth, "dead_letters": letters,
+            "limit": s.dead_letter_limit, "settings": {"max_message_bytes": limit,
+                                                       "max_dead_letter_bytes": s.max_dead_letter_bytes}}
+
+
 # --- driver --------------------------------------------------------------------------------------
 
 SCENARIOS: dict[str, Callable[[argparse.Namespace, Path], dict]] = {
@@ -1025,6 +1102,7 @@ SCENARIOS: dict[str, Callable[[argparse.Namespace, Path], dict]] = {
     "redis_restart": redis_restart, "soak": soak, "hostile": hostile, "poison": poison, "codecs": codecs,
     "undecodable": undecodable,
     "hung_tokenizer": hung_tokenizer, "secrets": secrets,
+    "dlq_at_limit": dlq_at_limit,
 }
 
 
@@ -1057,6 +1135,11 @@ def markdown(results: dict) -> list[str]:
             for p in r["probes"]:
                 if not p["ok"]:
                     md += ["", f"`{p['case']}` — worker log:", "```", *p["runs"][0]["log"], "```"]
+        if name == "dlq_at_limit" and r.get("dead_letters"):
+            md += ["", "| input | input bytes | reason | dead letter bytes | value kept / original | headers dropped |",
+                   "|---|---|---|---|---|---|"]
+            md += [f"| {x['case']} | {x.get('input_bytes', '?')} | {x['reason']} | {x['dead_letter_bytes']} | "
+                   f"{x['value_bytes']} / {x['truncated_from']} | {x['headers_dropped']} |" for x in r["dead_letters"]]
         if name == "sigkill" and r.get("kills"):
             md += ["", "| kill | distinct outputs at kill | duplicates after it |", "|---|---|---|"]
             md += [f"| {k['kill']} | {k['outputs_distinct_at_kill']} | {k['duplicates']} |" for k in r["kills"]]
@@ -1105,6 +1188,11 @@ def summary(name: str, r: dict) -> str:
         return (f"librdkafka producers, {r['settings']['messages_per_codec']} messages per codec: " +
                 ", ".join(f"{k} {v}" for k, v in r["answered"].items()) +
                 f" answered; outputs produced with {r['output_compression']}")
+    if name == "dlq_at_limit":
+        return (f"{len(r['dead_letters'])} inputs at the broker limit with 4 KB keys and 300-900 KB of headers: "
+                f"dead letters of {max((x['dead_letter_bytes'] for x in r['dead_letters']), default=0)} bytes at most "
+                f"(limit {r['limit']}), all marked truncated; {r['counts']['inputs']} good messages, missing "
+                f"{r['counts']['missing']}")
     if name == "undecodable":
         return (f"{r['settings']['good']} good messages answered (missing {c['missing']}); {r['bad_records']} "
                 f"undecodable records (garbage lz4 batches, non-UTF-8 header keys) dead-lettered: "

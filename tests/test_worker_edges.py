@@ -121,3 +121,40 @@ def test_records_the_client_cannot_decode_become_dead_letters_and_the_partition_
 
     (committed, end), = committed_and_end(kafka_broker.bootstrap, s.group_id, s.input_topic).values()
     assert committed == end
+
+
+def test_a_dead_letter_at_the_broker_limit_is_cut_to_fit_and_the_next_message_is_answered(
+        kafka_broker: Broker, redis_server: RedisServer, worker_model_dir: Path) -> None:
+    from kafka import KafkaProducer
+
+    from worker.messages import record_size
+
+    s = settings_for(kafka_broker, redis_server, worker_model_dir, topic_partitions=1, max_text_chars=1000)
+    ensure_topics(s)
+    key = b"k" * 4096
+    headers = [(f"trace-{i}", b"t" * 100_000) for i in range(3)]
+    # text_too_long, so it becomes a dead letter; with its key and headers it is at the broker's limit
+    text = "长" * ((s.max_message_bytes - 4096 - 300_000 - 1_000) // 3)
+    value = complaint("at-limit", text)
+    assert s.max_message_bytes - 2_000 < record_size(key, value, headers) <= s.max_message_bytes
+    nxt = docs(1, seed=131, prefix="next")[0]
+    p = KafkaProducer(bootstrap_servers=kafka_broker.bootstrap, max_request_size=2_000_000, linger_ms=0)
+    try:
+        at = p.send(s.input_topic, key=key, value=value, headers=headers).get(10).offset
+        p.send(s.input_topic, key=nxt[0].encode(), value=complaint(*nxt)).get(10)
+    finally:
+        p.close(5)
+    with InProcessWorker(s) as w:
+        w.wait_ready()
+        reader = TopicReader(kafka_broker, s.output_topic, s.dlq_topic)
+        reader.wait(lambda r: ids_in(r, s.output_topic) == {nxt[0]} and len(reader.of(s.dlq_topic)) == 1, 40,
+                    "the dead letter and the next message's output")
+        assert w.metric("fmlc_delivery_failures_total") == 0
+        assert w.stop() == 0
+    reader.close()
+    dead, = reader.of(s.dlq_topic)
+    h = dict(dead.headers)
+    assert h["fmlc.dlq.reason"] == b"text_too_long" and h["fmlc.dlq.source.offset"] == str(at).encode()
+    assert h["fmlc.dlq.truncated"] == str(len(value)).encode(), "marked as truncated, with the original size"
+    assert dead.key == key and h["trace-0"] == headers[0][1], "key and headers kept, the value cut"
+    assert value.startswith(dead.value) and record_size(dead.key, dead.value, dead.headers) <= s.dead_letter_limit

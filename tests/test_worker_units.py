@@ -21,6 +21,7 @@ from worker.messages import (
     LabelOut,
     dead_letter,
     parse_complaint,
+    record_size,
 )
 from worker.metrics import WorkerMetrics
 from worker.offsets import OffsetTracker
@@ -79,8 +80,32 @@ def test_dead_letter_keeps_bytes_and_headers_and_cuts_only_oversized() -> None:
     assert [k for k, _ in dl.headers].count("fmlc.dlq.reason") == 1
     big = dead_letter(topic="in", partition=0, offset=1, timestamp=None, key=None, value=b"x" * 5000, headers=None,
                       reason=DeadLetterReason.TEXT_TOO_LONG, error="e" * 5000, max_bytes=2048)
-    assert len(big.value or b"") == 2048 and dict(big.headers)["fmlc.dlq.truncated"] == b"5000"
+    # max_bytes bounds the whole record, so the value gets what the headers leave.
+    assert record_size(big.key, big.value, big.headers) <= 2048 < record_size(None, b"x" * 5000, big.headers)
+    assert 0 < len(big.value or b"") < 2048 and dict(big.headers)["fmlc.dlq.truncated"] == b"5000"
     assert len(dict(big.headers)["fmlc.dlq.error"]) <= 1000
+
+
+def test_a_dead_letter_always_fits_however_big_its_key_and_headers() -> None:
+    limit = WorkerSettings().dead_letter_limit
+    assert limit <= 1_048_588 and limit <= WorkerSettings().max_request_size
+    assert WorkerSettings(max_message_bytes=500_000).dead_letter_limit == 500_000
+    key, headers = b"k" * 4096, [(f"h{i}", b"v" * 100_000) for i in range(3)]
+    value = b"x" * (1_048_588 - 4096 - 300_000 - 200)  # the input itself was at the broker's limit
+    assert record_size(key, value, headers) <= 1_048_588
+    dl = dead_letter(topic="in", partition=0, offset=5, timestamp=1, key=key, value=value, headers=headers,
+                     reason=DeadLetterReason.TEXT_TOO_LONG, error="too long", max_bytes=limit)
+    h = dict(dl.headers)
+    assert record_size(dl.key, dl.value, dl.headers) <= limit
+    assert h["fmlc.dlq.truncated"] == str(len(value)).encode() and dl.key == key and h["h0"] == headers[0][1]
+    # Headers alone over the limit: they go (counted), then the key is cut too.
+    huge = [(f"h{i}", b"v" * 400_000) for i in range(3)]
+    dl = dead_letter(topic="in", partition=0, offset=6, timestamp=1, key=b"k" * 20_000, value=b"{}", headers=huge,
+                     reason=DeadLetterReason.NOT_JSON, error="e", max_bytes=8_192)
+    h = dict(dl.headers)
+    assert record_size(dl.key, dl.value, dl.headers) <= 8_192
+    assert h["fmlc.dlq.truncated.headers"] == b"3" and h["fmlc.dlq.truncated.key"] == b"20000"
+    assert "h0" not in h and h["fmlc.dlq.reason"] == b"not_json" and h["fmlc.dlq.source.offset"] == b"6"
 
 
 def test_micro_batches_close_on_size_or_wait() -> None:

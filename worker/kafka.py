@@ -89,7 +89,7 @@ def producer_config(s: WorkerSettings) -> dict[str, Any]:
         "acks": "all",
         "enable_idempotence": True,  # producer retries must not duplicate outputs
         "linger_ms": 2,
-        "max_request_size": max(1_048_576, s.max_dead_letter_bytes + 64 * 1024),
+        "max_request_size": s.max_request_size,
         "compression_type": None if s.compression == "none" else s.compression,
         "allow_auto_create_topics": False,
     }

@@ -172,6 +172,12 @@ DLQ_PARTITION = "fmlc.dlq.source.partition"
 DLQ_OFFSET = "fmlc.dlq.source.offset"
 DLQ_TIMESTAMP = "fmlc.dlq.source.timestamp"
 DLQ_TRUNCATED = "fmlc.dlq.truncated"
+DLQ_TRUNCATED_HEADERS = "fmlc.dlq.truncated.headers"
+DLQ_TRUNCATED_KEY = "fmlc.dlq.truncated.key"
+# Bytes of a record batch around one record's key, value and header bytes (message format v2: a
+# 61-byte batch header, up to 21 bytes of record varints, up to 10 per header), with room to spare.
+RECORD_OVERHEAD = 128
+HEADER_OVERHEAD = 10
 
 
 @dataclass(frozen=True)
@@ -183,9 +189,19 @@ class DeadLetter:
     headers: list[tuple[str, bytes]]
 
 
+def record_size(key: bytes | None, value: bytes | None, headers: Sequence[tuple[str, bytes | None]]) -> int:
+    """An upper bound of what a record takes against a producer's max_request_size and a broker's
+    message.max.bytes (both count the whole batch: key, value, headers and framing)."""
+    return (RECORD_OVERHEAD + len(key or b"") + len(value or b"")
+            + sum(HEADER_OVERHEAD + len(k.encode("utf-8")) + len(v or b"") for k, v in headers))
+
+
 def dead_letter(*, topic: str, partition: int, offset: int, timestamp: int | None, key: bytes | None,
                 value: bytes | None, headers: Sequence[tuple[str, bytes | None]] | None,
                 reason: DeadLetterReason, error: str, max_bytes: int) -> DeadLetter:
+    """`max_bytes` bounds the whole record (key + value + headers + framing), so the dead letter
+    can always be written: what does not fit is cut — the value first, then the original headers,
+    then the key — and headers say what was cut and how big it was."""
     # Original headers come first and are kept, so tracing ids survive into the dead-letter topic;
     # earlier fmlc.dlq.* headers (a message replayed from the DLQ) are replaced, not duplicated.
     kept = [(k, v if v is not None else b"") for k, v in (headers or []) if not k.startswith("fmlc.dlq.")]
@@ -198,11 +214,24 @@ def dead_letter(*, topic: str, partition: int, offset: int, timestamp: int | Non
     ]
     if timestamp is not None:
         ours.append((DLQ_TIMESTAMP, str(timestamp).encode()))
-    if value is not None and len(value) > max_bytes:
-        # The input fitted the broker's limit, but value + headers may not; a cut copy that says so
-        # beats a dead letter that cannot be written (which would stall the partition).
-        ours.append((DLQ_TRUNCATED, str(len(value)).encode()))
-        value = value[:max_bytes]
+    # Room for the markers below, whichever of them are needed.
+    markers = [(DLQ_TRUNCATED, b"9" * 20), (DLQ_TRUNCATED_HEADERS, b"9" * 20), (DLQ_TRUNCATED_KEY, b"9" * 20)]
+    if record_size(key, value, kept + ours) > max_bytes:
+        room = max_bytes - record_size(key, None, kept + ours + markers)
+        if value is not None and room >= 0:
+            ours.append((DLQ_TRUNCATED, str(len(value)).encode()))
+            value = value[:room]
+        else:
+            # Key and headers alone do not fit: the original headers go (their count is kept).
+            if value is not None:
+                ours.append((DLQ_TRUNCATED, str(len(value)).encode()))
+                value = b""
+            ours.append((DLQ_TRUNCATED_HEADERS, str(len(kept)).encode()))
+            kept = []
+            room = max_bytes - record_size(None, value, ours + markers)
+            if key is not None and len(key) > room:
+                ours.append((DLQ_TRUNCATED_KEY, str(len(key)).encode()))
+                key = key[:max(0, room)]
     if key is None and value is None:
         # A producer refuses a record with neither (a null-key tombstone, a record whose bytes the
         # client could not decode): an empty value keeps the dead letter writable.
@@ -212,5 +241,5 @@ def dead_letter(*, topic: str, partition: int, offset: int, timestamp: int | Non
 
 __all__ = [
     "Alert", "Classified", "Complaint", "DeadLetter", "DeadLetterReason", "InvalidMessage", "LabelOut",
-    "SCHEMA_VERSION", "Severity", "Timings", "dead_letter", "parse_complaint", "to_bytes", "utcnow",
+    "SCHEMA_VERSION", "Severity", "Timings", "dead_letter", "parse_complaint", "record_size", "to_bytes", "utcnow",
 ]

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from kafka import KafkaProducer, TopicPartition
+from kafka.errors import MessageSizeTooLargeError
 from kafka.structs import OffsetAndMetadata
 
 from fmlc import OutOfMemoryError, Prediction
@@ -51,6 +52,8 @@ from worker.settings import WorkerSettings
 from worker.tokenizing import TokenizerProcess
 
 log = logging.getLogger(__name__)
+
+MIN_DEAD_LETTER_BYTES = 4_096
 
 
 @dataclass(eq=False)
@@ -161,6 +164,9 @@ class Pipeline:
         self._stop = threading.Event()
         self.hurry = threading.Event()  # set while draining: batches go out without waiting
         self._deliver_busy = False
+        # Lowered when the broker refuses a record as too large (its limit is below the configured
+        # one), so that the re-delivered batch fits instead of failing the same way for ever.
+        self._dead_letter_limit = settings.dead_letter_limit
         self._threads: list[threading.Thread] = []
 
     # --- lifecycle -----------------------------------------------------------------------------------
@@ -378,7 +384,7 @@ class Pipeline:
                 detail = job.invalid.detail if job.invalid else "no result"
                 dl = dead_letter(topic=job.tp.topic, partition=job.tp.partition, offset=job.offset,
                                  timestamp=job.timestamp_ms, key=job.key, value=job.value, headers=job.headers,
-                                 reason=reason, error=detail, max_bytes=self.s.max_dead_letter_bytes)
+                                 reason=reason, error=detail, max_bytes=self._dead_letter_limit)
                 out.append((self.s.dlq_topic, dl.key, dl.value, dl.headers))
                 continue
             c = job.complaint
@@ -431,6 +437,11 @@ class Pipeline:
 
     def _delivery_failed(self, exc: Exception, jobs: list[Job], eos: bool) -> None:
         self.metrics.delivery_failures.inc()
+        if isinstance(exc, MessageSizeTooLargeError) and self._dead_letter_limit > MIN_DEAD_LETTER_BYTES:
+            self._dead_letter_limit = max(MIN_DEAD_LETTER_BYTES, self._dead_letter_limit // 2)
+            log.warning("a record was too large for the producer or the broker; dead letters are cut to %d "
+                        "bytes from now on (check FMLC_MAX_MESSAGE_BYTES against the broker's "
+                        "message.max.bytes)", self._dead_letter_limit)
         tps = frozenset(j.tp for j in jobs)
         log.warning("delivery of a batch of %d failed (%s: %s); rewinding %s", len(jobs),
                     type(exc).__name__, exc, sorted(f"{tp.topic}[{tp.partition}]" for tp in tps))

@@ -84,7 +84,12 @@ class WorkerSettings(BaseSettings):
     ssl_keyfile: Path | None = None
     ssl_password: SecretStr | None = None
     ssl_check_hostname: bool = True
-    max_dead_letter_bytes: int = Field(900_000, ge=1_024)  # under the broker's default 1 MB message limit
+    # A dead letter (key + value + headers) never exceeds the smallest of max_dead_letter_bytes, the
+    # producer's max_request_size and max_message_bytes: the broker's message.max.bytes (Kafka's
+    # default 1,048,588) or the dead-letter topic's max.message.bytes, if that is lower. Bigger ones
+    # are cut (value, then original headers, then key) and marked fmlc.dlq.truncated*.
+    max_dead_letter_bytes: int = Field(900_000, ge=4_096)
+    max_message_bytes: int = Field(1_048_588, ge=4_096)
     # Codec of everything the worker produces (outputs, alerts, dead letters). zstd: 4.6x smaller
     # outputs than none for about 2 us more CPU per message (bench/results/compression.md); readers
     # need Kafka clients from 2.1 on. Input is read in whatever codec its producers chose.
@@ -206,6 +211,16 @@ class WorkerSettings(BaseSettings):
         of the stall timeout, at most 10 s, so that a commit that cannot get through never holds
         the consume loop anywhere near the liveness limit."""
         return int(min(10.0, self.stall_timeout_s / 4) * 1000)
+
+    @property
+    def max_request_size(self) -> int:
+        """The producer's limit: room for a full-size dead letter, never below kafka-python's default."""
+        return max(1_048_576, self.max_dead_letter_bytes + 64 * 1024)
+
+    @property
+    def dead_letter_limit(self) -> int:
+        """Bytes one dead-letter record may take, framing included."""
+        return min(self.max_dead_letter_bytes, self.max_request_size, self.max_message_bytes)
 
     @property
     def exactly_once(self) -> bool:
