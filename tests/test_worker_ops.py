@@ -392,3 +392,139 @@ def test_a_stopped_tokenizer_child_turns_healthz_red_and_the_worker_recovers(
             reader.close()
     assert ids_in(reader.records) == {c for c, _ in items}
     assert red_after <= s.stall_timeout_s + 2, red_after
+
+
+# --- 8. model errors ---------------------------------------------------------------------------------
+
+class _Wrapped:
+    """A real Predictor with a fault injected in front of predict_tokens; everything else delegates.
+    (The faults themselves cannot be had from the tiny model on demand: a text that makes a real
+    model raise, memory pressure from another process at the right moment.)"""
+
+    def __init__(self, real: object) -> None:
+        self.real = real
+        self.calls = 0
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.real, name)
+
+
+class _MemoryPressure(_Wrapped):
+    """The first `failures` calls hit a real CPU allocator failure (torch cannot allocate 1 PiB)."""
+
+    def __init__(self, real: object, failures: int) -> None:
+        super().__init__(real)
+        self.failures = failures
+
+    def predict_tokens(self, tokens: list[list[str]], batch_size: int | None = None) -> list:
+        import torch
+
+        self.calls += 1
+        if self.calls <= self.failures:
+            torch.empty(2**50, dtype=torch.uint8)
+        return self.real.predict_tokens(tokens, batch_size=batch_size)  # type: ignore[attr-defined]
+
+
+class _Poison(_Wrapped):
+    """Raises, like a model bug on odd input would, on any batch holding a text with 'poison' in it."""
+
+    def predict_tokens(self, tokens: list[list[str]], batch_size: int | None = None) -> list:
+        self.calls += 1
+        if any("poison" in "".join(t).lower() for t in tokens):
+            raise IndexError("index out of range in self")
+        return self.real.predict_tokens(tokens, batch_size=batch_size)  # type: ignore[attr-defined]
+
+
+def _bare_pipeline(**settings: object):  # noqa: ANN202
+    from worker.pipeline import Pipeline
+    from worker.progress import StageProgress
+
+    pipe = Pipeline.__new__(Pipeline)  # only the model stage's methods are exercised
+    pipe.s = WorkerSettings(**settings)
+    pipe.metrics = WorkerMetrics()
+    pipe.progress = StageProgress()
+    pipe._stop = threading.Event()
+    return pipe
+
+
+def test_out_of_memory_is_recognised_wherever_predict_raises_it() -> None:
+    import torch
+
+    from fmlc import OutOfMemoryError
+    from worker.model import is_out_of_memory
+
+    try:
+        torch.empty(2**50, dtype=torch.uint8)
+    except RuntimeError as exc:
+        cpu = exc
+    for exc in (cpu, OutOfMemoryError("x"), torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate"),
+                MemoryError(), RuntimeError("CUDA error: out of memory")):
+        assert is_out_of_memory(exc), exc
+    for exc in (RuntimeError("index out of range"), IndexError("x"), ValueError("memory")):
+        assert not is_out_of_memory(exc), exc
+
+
+def test_out_of_memory_on_a_single_text_is_retried_after_a_pause_and_not_dead_lettered(
+        worker_model_dir: Path) -> None:
+    from fmlc import Prediction, Predictor
+    from worker.model import ServedModel
+
+    real = Predictor.load(worker_model_dir, device="cpu")
+    texts = ["平台暴力催收，天天打电话骚扰家人", "提现一直不到账"]
+    pipe = _bare_pipeline(batch_size=8, stall_timeout_s=30)
+    # A batch of two: the first call fails (split), then each single text once more (retried).
+    flaky = _MemoryPressure(real, failures=3)
+    model = ServedModel(predictor=flaky, version=real.version, device="cpu", labels=tuple(real.labels))  # type: ignore[arg-type]
+    t0 = time.monotonic()
+    results = pipe._predict(model, real.tokenize(texts))
+    took = time.monotonic() - t0
+    assert all(isinstance(r, Prediction) for r in results), results
+    assert [r.names for r in results] == [p.names for p in real.predict(texts)]
+    assert pipe.metrics.value("fmlc_oom_total") == 3
+    assert took >= 0.5 + 1.0, "each retry of a single text waits first (0.5 s, then 1 s)"
+
+
+def test_two_poison_texts_in_one_batch_are_dead_letters_not_a_crash_loop(
+        kafka_broker, redis_server, worker_model_dir: Path) -> None:  # noqa: ANN001
+    from test_worker import InProcessWorker, TopicReader, complaint, docs, produce, settings_for
+
+    from bench.streamkit import committed_and_end
+    from fmlc import Predictor
+    from worker.app import WorkerApp
+    from worker.model import ServedModel
+
+    real = Predictor.load(worker_model_dir, device="cpu")
+    poison = _Poison(real)
+    served = ServedModel(predictor=poison, version=real.version, device="cpu", labels=tuple(real.labels))  # type: ignore[arg-type]
+    s = settings_for(kafka_broker, redis_server, worker_model_dir, redis_url="", topic_partitions=1, batch_size=8,
+                     max_wait_ms=200)
+    good = docs(6, seed=23, prefix="good")
+    bad = [("bad-1", "poison 这条投诉让模型出错"), ("bad-2", "又一条 poison 文本")]
+    reader: TopicReader | None = None
+    w = InProcessWorker(s)
+    w.app = WorkerApp(s, model=served)
+    with w:
+        w.wait_ready(45)
+        reader = TopicReader(kafka_broker, s.output_topic, s.dlq_topic)
+        # The two poison texts alone first: a batch in which every text fails.
+        produce(kafka_broker, s.input_topic, [(c.encode(), complaint(c, t)) for c, t in bad])
+        reader.wait(lambda r: len(r) >= 2, 60, "two dead letters")
+        produce(kafka_broker, s.input_topic, [(c.encode(), complaint(c, t)) for c, t in good[:3] + bad + good[3:]])
+        reader.wait(lambda r: len(r) >= 2 + len(good) + 2, 60, "the mixed batch")
+        assert w.app._fatal is None and w.app._live()[0], "the worker goes on"
+        assert w.metric("fmlc_dead_letters_total", reason="model_error") == 4
+        assert w.metric("fmlc_messages_total", outcome="ok") == len(good)
+        wait_for_commit = time.monotonic() + 15
+        while time.monotonic() < wait_for_commit:
+            ends = committed_and_end(kafka_broker.bootstrap, s.group_id, s.input_topic)
+            if all(c == e for c, e in ends.values()):
+                break
+            time.sleep(0.2)
+    assert w.exit_code == 0
+    dead = [r for r in reader.records if r.topic == s.dlq_topic]
+    assert sorted(r.key.decode() for r in dead) == ["bad-1", "bad-1", "bad-2", "bad-2"]
+    assert {dict(r.headers)["fmlc.dlq.reason"] for r in dead} == {b"model_error"}
+    assert {r.key.decode() for r in reader.records if r.topic == s.output_topic} == {c for c, _ in good}
+    # Committed past the poison: a restarted worker does not meet it again.
+    assert all(c == e for c, e in committed_and_end(kafka_broker.bootstrap, s.group_id, s.input_topic).values())
+    reader.close()

@@ -331,20 +331,27 @@ def test_out_of_memory_splits_the_batch_and_counts() -> None:
     from worker.pipeline import Pipeline
 
     metrics = WorkerMetrics()
+    from worker.progress import StageProgress
+
     pipe = Pipeline.__new__(Pipeline)  # only _predict is exercised: no Kafka objects needed
-    pipe.s = WorkerSettings(batch_size=8)
+    pipe.s = WorkerSettings(batch_size=8, stall_timeout_s=3.0)
     pipe.metrics = metrics
+    pipe.progress = StageProgress()
+    pipe._stop = threading.Event()
     fake = _OomPredictor(limit=2)
     model = ServedModel(predictor=fake, version="v", device="cuda:0", labels=("暴力催收",))  # type: ignore[arg-type]
     results = pipe._predict(model, [[f"w{i}"] for i in range(7)])
     assert [r.labels[0].evidence for r in results] == [[f"w{i}"] for i in range(7)], "order is kept"
     assert metrics.value("fmlc_oom_total") == 3  # 7 → 3+4, 3 → 1+2, 4 → 2+2
     assert sum(n for n in fake.calls if n <= 2) == 7, "every text predicted once, in batches that fit"
-    one = _OomPredictor(limit=0)
-    single = pipe._predict(ServedModel(one, "v", "cuda:0", ()), [["x"]])  # type: ignore[arg-type]
-    from fmlc import OutOfMemoryError
+    # A single text that never fits is retried for a third of the stall timeout, then the worker
+    # stops: it is never dead-lettered (tests/test_worker_ops.py has the retry that succeeds).
+    from worker.pipeline import FatalError
 
-    assert isinstance(single[0], OutOfMemoryError), "a single text that does not fit is reported, not retried"
+    one = _OomPredictor(limit=0)
+    with pytest.raises(FatalError, match="out of memory"):
+        pipe._predict(ServedModel(one, "v", "cuda:0", ()), [["x"]])  # type: ignore[arg-type]
+    assert len(one.calls) >= 2, "retried after a pause"
 
 
 def test_local_services_start_and_stop() -> None:

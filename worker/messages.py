@@ -31,6 +31,7 @@ class DeadLetterReason(str, Enum):
     TEXT_TOO_LONG = "text_too_long"
     PROCESSING_ERROR = "processing_error"
     UNDECODABLE = "undecodable"  # the Kafka client could not decode the record (corrupt, codec, header)
+    MODEL_ERROR = "model_error"  # the model raised on this text alone (not out of memory)
 
 
 class InvalidMessage(Exception):

@@ -15,9 +15,25 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from fmlc import Predictor
+import torch
+
+from fmlc import OutOfMemoryError, Predictor
 
 log = logging.getLogger(__name__)
+
+# A text every model must classify: the warm-up text, and the probe that tells a broken model from
+# poison input when every text of a batch fails.
+PROBE_TEXT = "预热：借款平台客服电话打不通，利息太高。"
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """Out of memory on any device, wherever in predict it was raised: fmlc's own error (a CUDA OOM
+    in the forward pass), torch's CUDA error raised elsewhere, Python's MemoryError, and the CPU
+    allocator's failure, which torch raises as a plain RuntimeError."""
+    if isinstance(exc, (OutOfMemoryError, MemoryError, torch.cuda.OutOfMemoryError)):
+        return True
+    text = str(exc).lower()
+    return isinstance(exc, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)
 
 
 @dataclass(frozen=True)
@@ -45,7 +61,7 @@ def load_model(path: Path, device: str | None, threads: int | None) -> ServedMod
     predictor = Predictor.load(path, device=device, torch_threads=threads)
     # jieba builds its dictionary and torch its kernels on first use (about a second); doing that
     # here keeps the first real batch — and a reload's first batch — inside the latency target.
-    predictor.predict(["预热：借款平台客服电话打不通，利息太高。"])
+    predictor.predict([PROBE_TEXT])
     return ServedModel(predictor=predictor, version=predictor.version, device=predictor.device,
                        labels=tuple(predictor.labels))
 
@@ -123,4 +139,4 @@ class ModelWatcher:
         return True
 
 
-__all__ = ["ModelWatcher", "ServedModel", "load_model"]
+__all__ = ["PROBE_TEXT", "ModelWatcher", "ServedModel", "is_out_of_memory", "load_model"]

@@ -27,7 +27,7 @@ from kafka import KafkaProducer, TopicPartition
 from kafka.errors import MessageSizeTooLargeError
 from kafka.structs import OffsetAndMetadata
 
-from fmlc import OutOfMemoryError, Prediction
+from fmlc import Prediction
 from worker.alerts import AlertRules
 from worker.batching import MicroBatcher
 from worker.cache import LabelCache
@@ -45,7 +45,7 @@ from worker.messages import (
     utcnow,
 )
 from worker.metrics import WorkerMetrics
-from worker.model import ModelWatcher, ServedModel, usable_cpus
+from worker.model import PROBE_TEXT, ModelWatcher, ServedModel, is_out_of_memory, usable_cpus
 from worker.offsets import Epochs
 from worker.progress import StageProgress
 from worker.settings import WorkerSettings
@@ -131,6 +131,15 @@ class Rewind:
 
 class FatalError(RuntimeError):
     """The worker cannot go on (fenced producer, a model that fails on everything)."""
+
+
+class _Stopping(Exception):
+    """The pipeline is stopping while a model call waits to be retried: the batch is dropped (not
+    delivered, so not committed, so consumed again by the next owner)."""
+
+
+OOM_FIRST_PAUSE_S = 0.5
+OOM_MAX_PAUSE_S = 8.0
 
 
 class Pipeline:
@@ -311,40 +320,89 @@ class Pipeline:
             if todo:
                 self.metrics.model_batch_size.observe(len(todo))
                 t0 = time.perf_counter()
-                with self.progress.working("infer"):
-                    results = self._predict(work.model, [j.tokens or [] for j in todo])
+                try:
+                    with self.progress.working("infer"):
+                        results = self._predict(work.model, [j.tokens or [] for j in todo])
+                        failed = [r for r in results if not isinstance(r, Prediction)]
+                        if len(failed) == len(todo) and not self._model_answers(work.model):
+                            # The model fails on a text every model answers: it is broken, not the
+                            # data. Dead-lettering the whole stream would be worse than stopping
+                            # (and being restarted). A batch of poison texts alone is not enough
+                            # to decide that: it would crash-loop the worker on its own input.
+                            raise FatalError(f"model {work.model.version} fails on every input: "
+                                             f"{type(failed[0]).__name__}")
+                except _Stopping:
+                    return
                 work.inference_s = time.perf_counter() - t0
                 self.metrics.inference.observe(work.inference_s)
-                failed = [r for r in results if not isinstance(r, Prediction)]
-                if len(todo) > 1 and len(failed) == len(todo) and not any(
-                        isinstance(r, OutOfMemoryError) for r in failed):
-                    # Every text failed on its own: the model is broken, not the data. Dead-lettering
-                    # the whole stream would be worse than stopping (and being restarted).
-                    raise FatalError(f"model {work.model.version} fails on every input: {failed[0]!r}")
                 for job, res in zip(todo, results, strict=True):
                     if isinstance(res, Prediction):
                         job.labels = [LabelOut(label=ls.label, score=round(float(ls.score), 6),
                                                evidence=list(ls.evidence)) for ls in res.labels]
                     else:
-                        job.invalid = InvalidMessage(DeadLetterReason.PROCESSING_ERROR, f"inference: {res!r}")
+                        job.invalid = InvalidMessage(DeadLetterReason.MODEL_ERROR,
+                                                     f"inference: {type(res).__name__}: {str(res)[:300]}")
             self._put(self._to_deliver, work)
 
     def _predict(self, model: ServedModel, tokens: list[list[str]]) -> list[Prediction | BaseException]:
-        """Predict; on CUDA out-of-memory (or any error) split the batch in halves and retry, down to
-        single texts, so one oversized batch or one poisonous text fails alone."""
+        """Predict; on out-of-memory (or any error) split the batch in halves and retry, down to
+        single texts, so one oversized batch or one poisonous text fails alone. A single text that
+        runs out of memory is not poison: it is retried after a pause (see _retry_after_oom)."""
         try:
             return list(model.predictor.predict_tokens(tokens, batch_size=self.s.batch_size))
-        except OutOfMemoryError as exc:
-            self.metrics.oom.inc()
-            log.warning("out of memory on %s for %d texts; splitting", model.device, len(tokens))
-            if len(tokens) == 1:
-                return [exc]
         except Exception as exc:
-            if len(tokens) == 1:
+            if is_out_of_memory(exc):
+                self.metrics.oom.inc()
+                if len(tokens) == 1:
+                    return [self._retry_after_oom(model, tokens)]
+                log.warning("out of memory on %s for %d texts; splitting", model.device, len(tokens))
+            elif len(tokens) == 1:
                 return [exc]
-            log.warning("inference failed for a batch of %d (%r); splitting to isolate", len(tokens), exc)
+            else:
+                log.warning("inference failed for a batch of %d (%s); splitting to isolate", len(tokens),
+                            type(exc).__name__)
+        self.progress.beat("infer")  # a split is progress: the halves are smaller calls
         mid = len(tokens) // 2
         return self._predict(model, tokens[:mid]) + self._predict(model, tokens[mid:])
+
+    def _retry_after_oom(self, model: ServedModel, tokens: list[list[str]]) -> Prediction | BaseException:
+        """One text ran out of memory: the memory is taken by something else (a larger batch just
+        freed, another process on the device), not by this text, which is at most max_len tokens. Wait
+        and retry, with pauses doubling up to 8 s, for up to a third of the stall timeout (10 s by
+        default). If memory does not come back the worker stops with an error (exit 1) rather than
+        dead-letter a valid message: the batch is not committed and is processed again after the
+        restart. The retries are not progress, so /healthz goes red meanwhile only if the budget is
+        raised past the stall timeout."""
+        budget_s = self.s.stall_timeout_s / 3
+        deadline = time.monotonic() + budget_s
+        pause = OOM_FIRST_PAUSE_S
+        attempts = 0
+        while True:
+            if time.monotonic() + pause > deadline:
+                raise FatalError(f"out of memory on {model.device} for a single text, {attempts + 1} times in "
+                                 f"{budget_s:.0f} s; stopping (the message is not dead-lettered)")
+            log.warning("out of memory on %s for a single text; retrying in %.1f s", model.device, pause)
+            if self._stop.wait(pause):
+                raise _Stopping
+            if model.device.startswith("cuda"):
+                torch_cuda_empty_cache()
+            attempts += 1
+            try:
+                return model.predictor.predict_tokens(tokens, batch_size=1)[0]
+            except Exception as exc:
+                if not is_out_of_memory(exc):
+                    return exc  # an error of this text's own: a model error, dead-lettered
+                self.metrics.oom.inc()
+            pause = min(pause * 2, OOM_MAX_PAUSE_S)
+
+    def _model_answers(self, model: ServedModel) -> bool:
+        """Does the model still classify the probe text? (Tells a broken model from poison input.)"""
+        try:
+            probe = model.predictor.tokenize([PROBE_TEXT])
+            return isinstance(model.predictor.predict_tokens(probe, batch_size=1)[0], Prediction)
+        except Exception as exc:
+            log.error("the model fails on the probe text too (%s)", type(exc).__name__)
+            return False
 
     # --- stage 3: publish, acknowledge, hand back ------------------------------------------------
     def _deliver_loop(self) -> None:
@@ -480,6 +538,12 @@ class Pipeline:
         if self.cache is not None and fresh:
             # After the acks: a crash between produce and cache store costs a recomputation only.
             self.cache.put_many(fresh)
+
+
+def torch_cuda_empty_cache() -> None:
+    import torch
+
+    torch.cuda.empty_cache()
 
 
 __all__ = ["Completion", "FatalError", "Job", "Pipeline", "Rewind", "Work", "merge_waiting"]
