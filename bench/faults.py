@@ -2,7 +2,7 @@
 
     python -m bench.faults [--only sigkill,broker_freeze,worker_freeze,redis_restart,soak,hostile,poison,codecs,
                            undecodable,hung_tokenizer,secrets,
-                           dlq_at_limit]
+                           dlq_at_limit,big_messages]
                            [--model DIR] [--soak-messages 100000] [--kills 3]
 
 Every scenario starts its own Tansu broker (memory-only) and runs `python -m worker` subprocesses
@@ -36,7 +36,9 @@ runs/bench-tiny-model like tests/model_fixtures.py does):
   with the right and with a wrong Redis password, start-ups that fail validation, secrets as flags):
   the value is in no log, stderr, HTTP answer, output or dead letter;
 - dlq_at_limit: inputs at the broker's message limit with 4 KB keys and large headers become dead
-  letters cut to fit and marked truncated; the messages after them are answered.
+  letters cut to fit and marked truncated; the messages after them are answered;
+- big_messages: 100 messages with ~900 KB of meta each, waiting before the worker starts: all answered,
+  RSS growth within 2 x FMLC_MAX_IN_FLIGHT_BYTES + 100 MB (bench/big_messages.py).
 
 Results: bench/results/faults.{json,md} (with --only, merged into the existing results).
 """
@@ -1095,6 +1097,17 @@ def dlq_at_limit(args: argparse.Namespace, model: Path) -> dict:
                                                        "max_dead_letter_bytes": s.max_dead_letter_bytes}}
 
 
+# --- (k) large messages against the in-flight byte budget -------------------------------------------
+
+def big_messages(args: argparse.Namespace, model: Path) -> dict:
+    """100 messages with ~900 KB of meta each, all waiting before the worker starts: every one is
+    answered and the worker's RSS grows by at most 2 x FMLC_MAX_IN_FLIGHT_BYTES + 100 MB
+    (bench/big_messages.py, at the default budget)."""
+    from bench.big_messages import run
+
+    return run(model, 64, 100, 900)
+
+
 # --- driver --------------------------------------------------------------------------------------
 
 SCENARIOS: dict[str, Callable[[argparse.Namespace, Path], dict]] = {
@@ -1102,7 +1115,7 @@ SCENARIOS: dict[str, Callable[[argparse.Namespace, Path], dict]] = {
     "redis_restart": redis_restart, "soak": soak, "hostile": hostile, "poison": poison, "codecs": codecs,
     "undecodable": undecodable,
     "hung_tokenizer": hung_tokenizer, "secrets": secrets,
-    "dlq_at_limit": dlq_at_limit,
+    "dlq_at_limit": dlq_at_limit, "big_messages": big_messages,
 }
 
 
@@ -1188,6 +1201,10 @@ def summary(name: str, r: dict) -> str:
         return (f"librdkafka producers, {r['settings']['messages_per_codec']} messages per codec: " +
                 ", ".join(f"{k} {v}" for k, v in r["answered"].items()) +
                 f" answered; outputs produced with {r['output_compression']}")
+    if name == "big_messages":
+        return (f"{r['answered']}/{r['messages']} messages of {r['message_bytes_mean'] / 1e3:.0f} KB answered; RSS "
+                f"{r['rss_at_model_loaded_mib']:.0f} → peak {r['rss_peak_mib']:.0f} MiB (growth "
+                f"{r['rss_growth_mib']:.0f} MiB, bound {r['bound_mib']} MiB at a {r['budget_mib']} MiB budget)")
     if name == "dlq_at_limit":
         return (f"{len(r['dead_letters'])} inputs at the broker limit with 4 KB keys and 300-900 KB of headers: "
                 f"dead letters of {max((x['dead_letter_bytes'] for x in r['dead_letters']), default=0)} bytes at most "

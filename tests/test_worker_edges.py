@@ -158,3 +158,53 @@ def test_a_dead_letter_at_the_broker_limit_is_cut_to_fit_and_the_next_message_is
     assert h["fmlc.dlq.truncated"] == str(len(value)).encode(), "marked as truncated, with the original size"
     assert dead.key == key and h["trace-0"] == headers[0][1], "key and headers kept, the value cut"
     assert value.startswith(dead.value) and record_size(dead.key, dead.value, dead.headers) <= s.dead_letter_limit
+
+
+def test_in_flight_work_is_bounded_in_bytes_and_every_big_message_is_answered(
+        kafka_broker: Broker, redis_server: RedisServer, worker_model_dir: Path) -> None:
+    import threading
+    import time
+
+    from kafka import KafkaProducer
+
+    from worker.offsets import record_cost
+
+    budget = 2 * 1024 * 1024
+    s = settings_for(kafka_broker, redis_server, worker_model_dir, max_in_flight_bytes=budget, max_in_flight=200,
+                     batch_size=4)
+    ensure_topics(s)
+    meta = {f"k{i}": [i, f"值{i}", {"x": i}] for i in range(7_000)}  # ~300 KB of JSON
+    items = docs(24, seed=141, prefix="big")
+    values = [complaint(c, t, meta=meta) for c, t in items]
+    biggest = max(record_cost(c.encode(), v, []) for (c, _), v in zip(items, values, strict=True))
+    assert 24 * biggest > 4 * budget, "all of them at once would be far over the budget"
+    p = KafkaProducer(bootstrap_servers=kafka_broker.bootstrap, max_request_size=2_000_000, linger_ms=0)
+    try:
+        for (cid, _), value in zip(items, values, strict=True):
+            p.send(s.input_topic, key=cid.encode(), value=value)
+        p.flush(30)
+    finally:
+        p.close(5)
+    held: list[int] = []
+    paused: list[bool] = []
+    with InProcessWorker(s) as w:
+        stop = threading.Event()
+
+        def sample() -> None:
+            while not stop.is_set():
+                held.append(w.app.tracker.in_flight_bytes)
+                paused.append(w.app._paused)
+                time.sleep(0.002)
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        reader = TopicReader(kafka_broker, s.output_topic)
+        reader.wait(lambda r: ids_in(r) >= {c for c, _ in items}, 60, "every big message answered")
+        stop.set()
+        sampler.join()
+        assert w.stop() == 0
+    reader.close()
+    # Past the budget by at most what one poll brought before the pause took hold: one batch per
+    # partition (each record is its own batch here).
+    assert max(held) <= budget + s.topic_partitions * biggest, (max(held), budget)
+    assert any(paused), "fetching paused on bytes (the record limit of 200 was never reached)"

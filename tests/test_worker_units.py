@@ -24,7 +24,7 @@ from worker.messages import (
     record_size,
 )
 from worker.metrics import WorkerMetrics
-from worker.offsets import OffsetTracker
+from worker.offsets import OffsetTracker, record_cost
 from worker.pipeline import Job, Work, merge_waiting
 from worker.settings import WorkerSettings, env_for, load_settings
 
@@ -64,8 +64,37 @@ def test_valid_input_parses_with_optional_fields() -> None:
     c = parse_complaint(json.dumps({"id": 42, "text": "平台暴力催收", "source": "app", "created_at":
                                     "2024-05-01T08:00:00+08:00", "meta": {"channel": "12378"},
                                     "extra": "ignored"}, ensure_ascii=False).encode(), 100)
-    assert (c.id, c.text, c.source, c.meta) == ("42", "平台暴力催收", "app", {"channel": "12378"})
+    assert (c.id, c.text, c.source) == ("42", "平台暴力催收", "app")
     assert c.created_at is not None and c.created_at.utcoffset() is not None
+
+
+def test_meta_is_checked_but_not_kept_and_in_flight_bytes_are_counted() -> None:
+    import sys
+
+    meta = {f"k{i}": [i, f"值{i}", {"x": i / 3}] for i in range(20_000)}  # ~0.9 MB of JSON
+    raw = json.dumps({"id": "m", "text": "借款", "meta": meta}, ensure_ascii=False).encode()
+    assert len(raw) > 800_000
+    c = parse_complaint(raw, 100)
+    assert "meta" not in c.model_dump() and sum(sys.getsizeof(v) for v in c.__dict__.values()) < 10_000
+    with pytest.raises(InvalidMessage) as info:
+        parse_complaint(b'{"id": "m", "text": "t", "meta": [1, 2]}', 100)
+    assert info.value.reason is DeadLetterReason.INVALID_SCHEMA
+
+    t = OffsetTracker()
+    tp = TopicPartition("in", 0)
+    cost = record_cost(b"k", raw, [("h", b"vv")])
+    assert cost == 2 * len(raw) + 1 + 3 + 1024
+    t.add(tp, 0, cost)
+    t.add(tp, 1, 100)
+    t.add(tp, 2, 10)
+    assert t.in_flight_bytes == cost + 110
+    t.complete(tp, [1])  # not yet contiguous: nothing released
+    assert t.in_flight_bytes == cost + 110
+    t.complete(tp, [0])
+    assert t.in_flight_bytes == 10 and t.in_flight == 1
+    t.drop([tp])
+    assert t.in_flight_bytes == 0 and t.in_flight == 0
+    assert WorkerSettings().max_in_flight_bytes == 64 * 1024 * 1024
 
 
 def test_dead_letter_keeps_bytes_and_headers_and_cuts_only_oversized() -> None:

@@ -37,7 +37,7 @@ from worker.logs import install_secret_filter
 from worker.messages import DeadLetterReason, InvalidMessage
 from worker.metrics import WorkerMetrics
 from worker.model import ModelWatcher, ServedModel, load_model
-from worker.offsets import Epochs, OffsetTracker
+from worker.offsets import Epochs, OffsetTracker, record_cost
 from worker.pipeline import Completion, Job, Pipeline, Rewind
 from worker.settings import WorkerSettings, redact_url
 
@@ -207,11 +207,12 @@ class WorkerApp:
                     continue
                 epoch = self.epochs.current(tp)
                 for r in batch:
-                    self.tracker.add(tp, r.offset)
+                    headers = list(r.headers or [])
+                    self.tracker.add(tp, r.offset, record_cost(r.key, r.value, headers))
                     self.pipeline.jobs.put(Job(
                         tp=tp, offset=r.offset, epoch=epoch, arrived=now,
                         timestamp_ms=r.timestamp if r.timestamp and r.timestamp > 0 else None,
-                        key=r.key, value=r.value, headers=list(r.headers or [])))
+                        key=r.key, value=r.value, headers=headers))
                     n += 1
         for tp, offset in stray.items():
             # Should kafka-python still hold the partition, its position must not stay past records
@@ -265,7 +266,7 @@ class WorkerApp:
                     offset, detail[:300])
         assert self.pipeline is not None
         with self.epochs.lock:
-            self.tracker.add(tp, offset)
+            self.tracker.add(tp, offset, record_cost(None, None, None))
             self.pipeline.jobs.put(Job(tp=tp, offset=offset, epoch=self.epochs.current(tp), arrived=time.monotonic(),
                                        timestamp_ms=None, key=None, value=None, headers=[],
                                        invalid=InvalidMessage(DeadLetterReason.UNDECODABLE, detail)))
@@ -335,10 +336,12 @@ class WorkerApp:
         self.tracker.mark_committed(offsets)
 
     def _backpressure(self) -> None:
-        in_flight = self.tracker.in_flight
-        if not self._paused and in_flight >= self.s.in_flight_limit:
+        # Records and bytes: a hundred 900 KB messages are few records but a lot of memory.
+        in_flight, held = self.tracker.in_flight, self.tracker.in_flight_bytes
+        if not self._paused and (in_flight >= self.s.in_flight_limit or held >= self.s.max_in_flight_bytes):
             self._set_paused(True)
-        elif self._paused and not self._draining and in_flight <= self.s.in_flight_limit // 2:
+        elif self._paused and not self._draining and in_flight <= self.s.in_flight_limit // 2 \
+                and held <= self.s.max_in_flight_bytes // 2:
             self._set_paused(False)
 
     def _set_paused(self, paused: bool) -> None:

@@ -79,6 +79,9 @@ def make_consumer(s: WorkerSettings) -> KafkaConsumer:
         # A short broker-side fetch wait keeps the idle-to-first-message latency low; the default
         # 500 ms alone would eat half of the one-second end-to-end target.
         fetch_max_wait_ms=100,
+        # What one fetch may bring (beyond the in-flight budget, before the pause takes hold).
+        fetch_max_bytes=max(1024 * 1024, s.max_in_flight_bytes // 4),
+        max_partition_fetch_bytes=min(1024 * 1024, max(64 * 1024, s.max_in_flight_bytes // 16)),
         allow_auto_create_topics=False,
     )
 

@@ -51,7 +51,9 @@ class Complaint(BaseModel):
     text: StrictStr
     source: StrictStr | None = Field(None, max_length=256)
     created_at: datetime | None = None
-    meta: dict[str, Any] = Field(default_factory=dict)
+    # `meta` (any JSON object) is accepted and checked to be an object, but not kept: nothing
+    # downstream reads it, and parsed it costs ~24x its bytes for as long as the message is in
+    # flight (a 900 KB meta: about 21 MB).
 
     @field_validator("id", mode="before")
     @classmethod
@@ -88,6 +90,11 @@ def parse_complaint(raw: bytes | None, max_text_chars: int) -> Complaint:
         raise InvalidMessage(DeadLetterReason.NOT_UTF8, f"lone surrogate in a string: {exc.reason}") from None
     if not isinstance(obj, dict):
         raise InvalidMessage(DeadLetterReason.INVALID_SCHEMA, f"expected a JSON object, got {type(obj).__name__}")
+    meta = obj.pop("meta", None)
+    if meta is not None and not isinstance(meta, dict):
+        raise InvalidMessage(DeadLetterReason.INVALID_SCHEMA,
+                             f"meta: expected a JSON object, got {type(meta).__name__}")
+    del meta
     version = obj.get("schema_version", SCHEMA_VERSION)
     if isinstance(version, int) and not isinstance(version, bool) and version not in SUPPORTED_INPUT_VERSIONS:
         raise InvalidMessage(DeadLetterReason.UNSUPPORTED_VERSION,

@@ -25,6 +25,7 @@ class _Partition:
     committed: int | None = None  # what the group coordinator holds, as far as we know
     pending: deque[int] = field(default_factory=deque)
     done: set[int] = field(default_factory=set)
+    sizes: dict[int, int] = field(default_factory=dict)  # offset -> bytes it holds while in flight
 
 
 class OffsetTracker:
@@ -35,12 +36,18 @@ class OffsetTracker:
         self._lock = threading.Lock()
         self._parts: dict[TopicPartition, _Partition] = {}
         self._in_flight = 0
+        self._in_flight_bytes = 0
 
     @property
     def in_flight(self) -> int:
         return self._in_flight
 
-    def add(self, tp: TopicPartition, offset: int) -> None:
+    @property
+    def in_flight_bytes(self) -> int:
+        return self._in_flight_bytes
+
+    def add(self, tp: TopicPartition, offset: int, size: int = 0) -> None:
+        """`size`: the bytes the record holds until it is acknowledged (see record_cost)."""
         with self._lock:
             part = self._parts.get(tp)
             if part is None:
@@ -50,7 +57,9 @@ class OffsetTracker:
                 # is owed, so the commit position may follow.
                 part.next_commit = offset
             part.pending.append(offset)
+            part.sizes[offset] = size
             self._in_flight += 1
+            self._in_flight_bytes += size
 
     def complete(self, tp: TopicPartition, offsets: Iterable[int]) -> None:
         with self._lock:
@@ -63,6 +72,7 @@ class OffsetTracker:
                 part.done.discard(off)
                 part.next_commit = off + 1
                 self._in_flight -= 1
+                self._in_flight_bytes -= part.sizes.pop(off, 0)
 
     def committable(self, tps: Iterable[TopicPartition] | None = None) -> dict[TopicPartition, int]:
         """Partitions whose acknowledged position is ahead of the last commit."""
@@ -105,8 +115,10 @@ class OffsetTracker:
                     continue
                 out[tp] = part.next_commit
                 self._in_flight -= len(part.pending)
+                self._in_flight_bytes -= sum(part.sizes.values())
                 part.pending.clear()
                 part.done.clear()
+                part.sizes.clear()
                 if forget:
                     del self._parts[tp]
         return out
@@ -114,6 +126,15 @@ class OffsetTracker:
     def partitions(self) -> list[TopicPartition]:
         with self._lock:
             return list(self._parts)
+
+
+def record_cost(key: bytes | None, value: bytes | None, headers: list[tuple[str, bytes]] | None) -> int:
+    """What one in-flight record holds, for FMLC_MAX_IN_FLIGHT_BYTES: its raw key, value and headers
+    (kept for a dead letter until it is acknowledged) plus what is kept parsed — the complaint's text
+    and fields, never more than the raw value (meta is not kept at all) — and a fixed 1 KiB for the
+    objects around them."""
+    raw = len(key or b"") + len(value or b"") + sum(len(k) + len(v or b"") for k, v in headers or [])
+    return raw + len(value or b"") + 1024
 
 
 class Epochs:
@@ -136,4 +157,4 @@ class Epochs:
                 self._epochs[tp] = self._epochs.get(tp, 0) + 1
 
 
-__all__ = ["Epochs", "OffsetTracker"]
+__all__ = ["Epochs", "OffsetTracker", "record_cost"]

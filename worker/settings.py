@@ -112,6 +112,10 @@ class WorkerSettings(BaseSettings):
     # Records consumed but not yet committed. None: enough for every stage to hold a full window
     # (6 * batch_size * sort_window); fewer starves the merge under a backlog.
     max_in_flight: int | None = Field(None, ge=1)
+    # ... and the bytes they hold (raw key, value and headers plus what is kept parsed; see
+    # worker.offsets.record_cost). Fetching pauses at this budget and resumes at half of it, and each
+    # fetch is cut to a quarter of it, so large messages cannot add up to an out-of-memory kill.
+    max_in_flight_bytes: int = Field(64 * 1024 * 1024, ge=1024 * 1024)
     max_text_chars: int = Field(5_000, ge=1)
     # Tokenise the next micro-batch in its own thread while the model runs (torch ops release the
     # GIL). None: on, unless this process may use only one CPU, where the two would just take turns.
