@@ -83,6 +83,13 @@ def test_manifests_are_sized_by_the_worked_case(model: dict) -> None:
     assert requests["memory"] == f"{model['memory_request_mib']}Mi"
     assert float(requests["cpu"].rstrip("m")) / 1000 == capacity.CPU_REQUEST
     assert model["replica"]["cores_used"] <= capacity.CPU_REQUEST, "the request covers the measured use"
+    # The memory request covers the model process, twice the in-flight byte budget (the bound the
+    # worker's metadata benchmark holds RSS growth to) and 100 MiB; the limit is above the request.
+    limit = cpu["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]["memory"]
+    budget_mib = render.WorkerSettings().max_in_flight_bytes / 2**20
+    rss = json.loads(capacity.CAPACITY.read_text())["measured"]["peak_rss_mib"]
+    assert limit.endswith("Gi") and int(limit[:-2]) * 1024 >= model["memory_request_mib"]
+    assert model["memory_request_mib"] >= rss + 2 * budget_mib + 100
     assert capacity.REPLICATION == render.REPLICATION
     # The autoscalers' target lag is a few seconds of one replica's planned rate.
     assert 3 <= render.LAG_PER_REPLICA / model["replica"]["planned_docs_per_s"] <= 10

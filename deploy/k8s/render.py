@@ -118,6 +118,9 @@ def worker_env(settings: WorkerSettings) -> dict[str, str]:
         # liveness probe then restarts the container after its own three failures.
         env("stall_timeout_s", s.stall_timeout_s),
         env("compression", s.compression),
+        # Consumed but unfinished records, in bytes: with the model's RSS this bounds the memory
+        # limit (tests/test_capacity.py checks the limit covers both).
+        env("max_in_flight_bytes", s.max_in_flight_bytes),
         env("log_level", s.log_level),
     ])
 
