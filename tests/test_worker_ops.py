@@ -528,3 +528,81 @@ def test_two_poison_texts_in_one_batch_are_dead_letters_not_a_crash_loop(
     # Committed past the poison: a restarted worker does not meet it again.
     assert all(c == e for c, e in committed_and_end(kafka_broker.bootstrap, s.group_id, s.input_topic).values())
     reader.close()
+
+
+# --- 9. what an SRE expects ----------------------------------------------------------------------------
+
+class _Slow(_Wrapped):
+    """The real model, made slow (as a big model on a busy host is), so that back-pressure pauses."""
+
+    def predict_tokens(self, tokens: list[list[str]], batch_size: int | None = None) -> list:
+        time.sleep(0.4)
+        return self.real.predict_tokens(tokens, batch_size=batch_size)  # type: ignore[attr-defined]
+
+
+def test_the_worker_registry_has_process_metrics() -> None:
+    m = WorkerMetrics()
+    assert m.value("process_resident_memory_bytes") > 10_000_000
+    assert m.value("process_open_fds") > 0 and m.value("process_max_fds") > 0
+    assert m.value("process_cpu_seconds_total") > 0
+    for name, labels in (("fmlc_rebalances_total", {"kind": "assigned"}), ("fmlc_rewinds_total", {}),
+                         ("fmlc_commit_failures_total", {}), ("fmlc_records_dropped_on_revoke_total", {}),
+                         ("fmlc_tokenizer_restarts_total", {"reason": "timeout"}),
+                         ("fmlc_redis_seconds_count", {"op": "get"}), ("fmlc_produce_ack_seconds_count", {})):
+        assert m.registry.get_sample_value(name, labels) == 0, name
+
+
+@pytest.mark.slow
+def test_lag_is_fresh_while_paused_and_rebalances_drops_redis_and_acks_are_counted(
+        kafka_broker, redis_server, worker_model_dir: Path) -> None:  # noqa: ANN001
+    from test_worker import InProcessWorker, TopicReader, complaint, docs, ids_in, produce, settings_for
+
+    from bench.streamkit import committed_and_end, wait_for
+    from fmlc import Predictor
+    from worker.app import WorkerApp
+    from worker.model import ServedModel
+
+    real = Predictor.load(worker_model_dir, device="cpu")
+    served = ServedModel(predictor=_Slow(real), version=real.version, device="cpu",  # type: ignore[arg-type]
+                         labels=tuple(real.labels))
+    s = settings_for(kafka_broker, redis_server, worker_model_dir, topic_partitions=2, batch_size=8,
+                     max_in_flight=8, sort_window=1, max_wait_ms=50)
+    items = docs(160, seed=29, prefix="lag")
+    a, b = InProcessWorker(s), InProcessWorker(s)
+    a.app, b.app = WorkerApp(s, model=served), WorkerApp(s, model=served)
+
+    def lag(w: InProcessWorker) -> float:
+        return sum(w.metric("fmlc_consumer_lag", topic=s.input_topic, partition=str(p)) for p in range(2))
+
+    def broker_lag() -> int:
+        return sum(end - committed for committed, end in committed_and_end(
+            kafka_broker.bootstrap, s.group_id, s.input_topic).values())
+
+    with a:
+        a.wait_ready(45)
+        reader = TopicReader(kafka_broker, s.output_topic)
+        produce(kafka_broker, s.input_topic, [(c.encode(), complaint(c, t)) for c, t in items[:40]])
+        wait_for(lambda: a.metric("fmlc_consumer_paused") == 1, 30, "back-pressure to pause the partitions")
+        wait_for(lambda: lag(a) > 0, 10, "a lag reading")
+        before = lag(a)
+        produce(kafka_broker, s.input_topic, [(c.encode(), complaint(c, t)) for c, t in items[40:140]])
+        # Paused partitions are not fetched: the gauge must still see the 100 new records.
+        wait_for(lambda: lag(a) >= before + 70, 10, "the lag gauge to see records produced while paused")
+        assert a.metric("fmlc_consumer_paused") == 1
+        assert abs(lag(a) - broker_lag()) <= 24, (lag(a), broker_lag())
+        with b:
+            b.wait_ready(45)
+            produce(kafka_broker, s.input_topic, [(c.encode(), complaint(c, t)) for c, t in items[140:]])
+            reader.wait(lambda r: len(ids_in(r)) >= len(items), 120, "every message answered")
+            wait_for(lambda: a.metric("fmlc_consumer_lag", topic=s.input_topic, partition="0")
+                     + a.metric("fmlc_consumer_lag", topic=s.input_topic, partition="1")
+                     + lag(b) == 0, 15, "lag back to zero")
+            assert b.metric("fmlc_rebalances_total", kind="assigned") >= 1
+        assert a.metric("fmlc_rebalances_total", kind="revoked") >= 1
+        assert a.metric("fmlc_rebalances_total", kind="assigned") >= 2
+        assert a.metric("fmlc_records_dropped_on_revoke_total") >= 1, "A held in-flight work when B joined"
+        both = (a, b)
+        assert sum(w.metric("fmlc_redis_seconds_count", op="get") for w in both) > 0
+        assert sum(w.metric("fmlc_redis_seconds_count", op="set") for w in both) > 0
+        assert sum(w.metric("fmlc_produce_ack_seconds_count") for w in both) > 0
+        reader.close()

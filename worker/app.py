@@ -32,7 +32,7 @@ from kafka.structs import OffsetAndMetadata
 from worker.alerts import AlertRules
 from worker.cache import LabelCache
 from worker.health import HealthServer
-from worker.kafka import check_codecs, ensure_topics, make_consumer, make_producer
+from worker.kafka import check_codecs, ensure_topics, make_consumer, make_lag_probe, make_producer
 from worker.logs import install_secret_filter
 from worker.messages import DeadLetterReason, InvalidMessage
 from worker.metrics import WorkerMetrics
@@ -62,6 +62,7 @@ class _Rebalance(AsyncConsumerRebalanceListener):
                     {tp: OffsetAndMetadata(off, "", -1) for tp, off in offsets.items()})
                 log.info("committed %s before giving up partitions", _fmt(offsets))
             except KafkaError as exc:
+                self.app.metrics.commit_failures.inc()
                 log.warning("commit before rebalance failed (%s); records since the last commit will be "
                             "processed again by the next owner", exc)
 
@@ -93,6 +94,8 @@ class WorkerApp:
         self._lag_at = 0.0
         self._poll_failing_since: float | None = None
         self._lag_series: set[tuple[str, str]] = set()
+        self._broker_committed: dict[TopicPartition, int] = {}  # before this worker's first commit
+        self._lag_probe: Any = None
         self.consumer: Any = None
         self.producer: Any = None
         self.cache: LabelCache | None = None
@@ -309,6 +312,7 @@ class WorkerApp:
         with self.epochs.lock:
             self.epochs.bump(tps)  # records polled since the failure are stale too
             positions = self.tracker.drop(tps)
+        self.metrics.rewinds.inc(len(positions))
         for tp, off in positions.items():
             if tp in self._assigned:
                 try:
@@ -331,6 +335,7 @@ class WorkerApp:
         except KafkaError as exc:
             # Usually a rebalance in progress; the revoke listener commits again, or the next owner
             # re-processes from the last commit (duplicates, never losses).
+            self.metrics.commit_failures.inc()
             log.warning("offset commit failed: %s", exc)
             return
         self.tracker.mark_committed(offsets)
@@ -356,27 +361,91 @@ class WorkerApp:
                   self.tracker.in_flight)
 
     def _export_lag(self) -> None:
-        """Lag = records on the broker not yet fetched + records fetched and not yet acknowledged.
-        (Not high watermark - committed: behind a transactional producer the last offset is a
-        commit marker that is never delivered, and that lag would never reach zero.)"""
+        """Lag = high watermark minus committed offset, per assigned partition, as its help says,
+        every LAG_INTERVAL_S. The high watermark comes from the consumer's fetches; a paused
+        partition is not fetched, so while paused a side consumer fetches from the committed offset
+        to learn it, and the gauge stays fresh (ListOffsets would be simpler, but the test broker
+        answers it wrongly). The committed offset is the worker's own (the broker's before its first
+        commit). One correction: a partition that is not paused, has nothing in flight and whose
+        consumer position has reached the high watermark counts as caught up, since what lies after
+        its committed offset is then acknowledged records about to be committed or the commit
+        markers of a transactional producer, which are never delivered and would otherwise leave a
+        lag of 1 forever."""
         now = time.monotonic()
         if now - self._lag_at < LAG_INTERVAL_S:
             return
         self._lag_at = now
+        parts = sorted(self._assigned)
+        if not parts:
+            self._drop_lag_series(set())
+            return
+        committed_at = {tp: self._committed_offset(tp) for tp in parts}
+        ends = self._probe_highwaters(committed_at) if self._paused else {
+            tp: self.consumer.highwater(tp) for tp in parts}
         seen: set[tuple[str, str]] = set()
-        for tp in list(self._assigned):
-            high = self.consumer.highwater(tp)
-            if high is None:
-                continue  # no fetch response yet for this partition
-            try:
-                position = self.consumer.position(tp, timeout_ms=200)
-            except (KafkaError, ValueError):
-                continue
-            if position is None:
-                continue
+        for tp in parts:
             key = (tp.topic, str(tp.partition))
-            self.metrics.consumer_lag.labels(*key).set(max(0, high - position) + self.tracker.pending(tp))
+            end = ends.get(tp)
+            committed = committed_at[tp]
+            if end is None or committed is None:
+                if key in self._lag_series:
+                    seen.add(key)  # keep the last reading rather than a gap
+                continue
+            if not self._paused and self.tracker.pending(tp) == 0 and committed < end:
+                with contextlib.suppress(KafkaError, ValueError, AssertionError):
+                    if self.consumer.position(tp, timeout_ms=0) == end:
+                        committed = end  # caught up: what is left is commit markers
+            self.metrics.consumer_lag.labels(*key).set(max(0, end - committed))
             seen.add(key)
+        self._drop_lag_series(seen)
+
+    def _probe_highwaters(self, committed: dict[TopicPartition, int | None]) -> dict[TopicPartition, int | None]:
+        """High watermarks of paused partitions, from a fetch of at most one record each at the
+        committed offset by a consumer of no group (made on the first pause, kept until close)."""
+        parts = [tp for tp, off in committed.items() if off is not None]
+        if not parts:
+            return {}
+        try:
+            if self._lag_probe is None:
+                self._lag_probe = make_lag_probe(self.s)
+            probe = self._lag_probe
+            probe.assign(parts)
+            for tp in parts:
+                probe.seek(tp, committed[tp])
+            # poll() returns with the first record of any partition: go on until each has answered
+            # once (a value from the previous round may stand in: it is a second old at most).
+            deadline = time.monotonic() + 0.5
+            while time.monotonic() < deadline and any(probe.highwater(tp) is None for tp in parts):
+                probe.poll(timeout_ms=100, max_records=1)
+            probe.poll(timeout_ms=0, max_records=1)
+            return {tp: probe.highwater(tp) for tp in parts}
+        except (KafkaError, ValueError, AssertionError) as exc:
+            log.debug("lag probe: %s", exc)
+            return {}
+
+    def _committed_offset(self, tp: TopicPartition) -> int | None:
+        own = self.tracker.committed(tp)
+        if own is not None:
+            return own
+        if tp not in self._broker_committed:
+            try:
+                found = self.consumer.committed(tp, timeout_ms=self.s.commit_timeout_ms)
+            except (KafkaError, ValueError):
+                return None
+            if found is None and self.s.auto_offset_reset == "earliest":
+                # Never committed: the group starts at the beginning of the log.
+                with contextlib.suppress(KafkaError, ValueError):
+                    found = self.consumer.beginning_offsets([tp], timeout_ms=self.s.commit_timeout_ms).get(tp)
+            elif found is None:
+                # ... or at the end as it was when this worker first fetched: its first position.
+                with contextlib.suppress(KafkaError, ValueError, AssertionError):
+                    found = self.consumer.position(tp, timeout_ms=0)
+            if found is None:
+                return None
+            self._broker_committed[tp] = found
+        return self._broker_committed[tp]
+
+    def _drop_lag_series(self, seen: set[tuple[str, str]]) -> None:
         for key in self._lag_series - seen:
             with contextlib.suppress(KeyError):
                 self.metrics.consumer_lag.remove(*key)
@@ -406,6 +475,8 @@ class WorkerApp:
                 self.pipeline.done.put(Rewind(frozenset(rewinds - revoked)))
         self.metrics.assigned_partitions.set(len(self._assigned))
         self.metrics.queue_depth.set(self.tracker.in_flight)
+        self.metrics.rebalances.labels(kind="revoked").inc()
+        self.metrics.dropped_on_revoke.inc(dropped)
         log.info("partitions revoked: %s (%d in-flight records dropped)", _fmt_tps(revoked), dropped)
         return offsets
 
@@ -413,6 +484,8 @@ class WorkerApp:
         with self.epochs.lock:
             rewind, self._rewind_on_assign = self._rewind_on_assign, {}
             self._assigned |= assigned
+            for tp in assigned:  # another member may have committed since we last held it
+                self._broker_committed.pop(tp, None)
             self._joined = True
         for tp in assigned:
             if tp in rewind:
@@ -423,15 +496,20 @@ class WorkerApp:
         if self._paused or self._draining:
             self.consumer.pause(*assigned)
         self.metrics.assigned_partitions.set(len(self._assigned))
+        self.metrics.rebalances.labels(kind="assigned").inc()
         log.info("partitions assigned: %s", _fmt_tps(assigned))
 
     def _on_lost(self, lost: set[TopicPartition]) -> None:
         with self.epochs.lock:
             self.epochs.bump(lost)
+            dropped = self.tracker.in_flight
             self.tracker.drop(lost, forget=True)
+            dropped -= self.tracker.in_flight
             self._assigned -= lost
             self._joined = False
         self.metrics.assigned_partitions.set(len(self._assigned))
+        self.metrics.rebalances.labels(kind="lost").inc()
+        self.metrics.dropped_on_revoke.inc(dropped)
         log.warning("partitions lost (membership expired): %s; their in-flight work is dropped",
                     _fmt_tps(lost))
 
@@ -527,6 +605,9 @@ class WorkerApp:
                 self.producer.close(timeout=_left(budget_end))
             except Exception as exc:
                 log.warning("producer close: %s", exc)
+        if self._lag_probe is not None:
+            with contextlib.suppress(Exception):
+                self._lag_probe.close(autocommit=False, timeout_ms=100)
         if self.cache is not None:
             self.cache.close()
         if self.health is not None:

@@ -66,12 +66,15 @@ class LabelCache:
         if not self.available:
             self.metrics.cache_requests.labels(result="error").inc(len(keys))
             return [None] * len(keys)
+        t0 = time.perf_counter()
         try:
             raw = self._client.mget(list(keys))
         except Exception as exc:  # noqa: BLE001 - the cache is an optimisation: any failure means "no cache"
+            self.metrics.redis_seconds.labels(op="get").observe(time.perf_counter() - t0)
             self._failed(exc)
             self.metrics.cache_requests.labels(result="error").inc(len(keys))
             return [None] * len(keys)
+        self.metrics.redis_seconds.labels(op="get").observe(time.perf_counter() - t0)
         self._succeeded()
         out: list[list[LabelOut] | None] = []
         for value in raw:
@@ -86,15 +89,18 @@ class LabelCache:
         """(key, labels) pairs, the keys those of the look-up (the text is normalised and hashed once)."""
         if not entries or not self.available:
             return
+        pipe = self._client.pipeline(transaction=False)
+        for key, labels in entries:
+            payload = json.dumps([lab.model_dump() for lab in labels], ensure_ascii=False)
+            pipe.set(key, payload, ex=self.ttl_s)
+        t0 = time.perf_counter()
         try:
-            pipe = self._client.pipeline(transaction=False)
-            for key, labels in entries:
-                payload = json.dumps([lab.model_dump() for lab in labels], ensure_ascii=False)
-                pipe.set(key, payload, ex=self.ttl_s)
             pipe.execute()
         except Exception as exc:  # noqa: BLE001 - as in get_many: a cache failure must never stop the stream
+            self.metrics.redis_seconds.labels(op="set").observe(time.perf_counter() - t0)
             self._failed(exc)
             return
+        self.metrics.redis_seconds.labels(op="set").observe(time.perf_counter() - t0)
         self._succeeded()
 
     def ping(self) -> bool:

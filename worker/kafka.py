@@ -102,6 +102,14 @@ def producer_config(s: WorkerSettings) -> dict[str, Any]:
     return cfg
 
 
+def make_lag_probe(s: WorkerSettings) -> KafkaConsumer:
+    """A consumer of no group for the lag gauge: it fetches paused partitions (at most a byte's worth
+    of records) only to read their high watermark."""
+    return KafkaConsumer(**{**client_config(s), "client_id": f"{s.client_id}-lag"}, group_id=None,
+                         enable_auto_commit=False, isolation_level="read_committed", fetch_max_wait_ms=100,
+                         max_partition_fetch_bytes=1, fetch_max_bytes=1, allow_auto_create_topics=False)
+
+
 def make_producer(s: WorkerSettings) -> KafkaProducer:
     producer = KafkaProducer(**producer_config(s))
     if s.exactly_once:

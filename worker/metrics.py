@@ -10,13 +10,16 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 
 # The latency target is about one second end to end, so the buckets are dense around it.
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0)
 STAGE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 RATIO_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+# Redis answers in well under a millisecond on a LAN; the socket timeout (50 ms by default) caps it.
+REDIS_BUCKETS = (0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
+ACK_BUCKETS = STAGE_BUCKETS + (10.0, 30.0, 120.0)
 POLL_ERROR_KINDS = ("undecodable", "other")
 
 
@@ -47,7 +50,8 @@ class WorkerMetrics:
         self.end_to_end = Histogram("fmlc_end_to_end_seconds", "Kafka message timestamp to output "
                                     "acknowledged.", buckets=LATENCY_BUCKETS, registry=r)
         self.queue_depth = Gauge("fmlc_queue_depth", "Messages consumed and not yet acknowledged.", registry=r)
-        self.consumer_lag = Gauge("fmlc_consumer_lag", "High watermark minus committed offset.",
+        self.consumer_lag = Gauge("fmlc_consumer_lag", "Records on the broker after the committed offset "
+                                  "(end offset, read_committed, minus committed offset).",
                                   ["topic", "partition"], registry=r)
         self.cache_requests = Counter("fmlc_cache_requests_total", "Cache look-ups by result (error: Redis "
                                       "failed or is in back-off after a failure).", ["result"], registry=r)
@@ -72,6 +76,24 @@ class WorkerMetrics:
                                    "undecodable (a record or batch the client cannot decode: corrupt, "
                                    "unknown codec, bad header), other (any other poll error).", ["kind"],
                                    registry=r)
+        # process_resident_memory_bytes, process_cpu_seconds_total, process_open_fds, ... of this
+        # process: the worker's registry is not the global one, so the collector is added here.
+        self.process = ProcessCollector(registry=r)
+        self.rebalances = Counter("fmlc_rebalances_total", "Rebalance events this worker took part in, by "
+                                  "kind (assigned, revoked, lost).", ["kind"], registry=r)
+        self.rewinds = Counter("fmlc_rewinds_total", "Partitions rewound to their last commit after a failed "
+                               "delivery (their records are consumed again).", registry=r)
+        self.commit_failures = Counter("fmlc_commit_failures_total", "Offset commits that failed (in the "
+                                       "consume loop or before giving up partitions).", registry=r)
+        self.dropped_on_revoke = Counter("fmlc_records_dropped_on_revoke_total", "In-flight records dropped "
+                                         "because their partitions were revoked or lost (the next owner "
+                                         "processes them again).", registry=r)
+        self.redis_seconds = Histogram("fmlc_redis_seconds", "Redis round trips by operation (get: a batch's "
+                                       "look-up, set: a batch's store), failures included.", ["op"],
+                                       buckets=REDIS_BUCKETS, registry=r)
+        self.produce_ack = Histogram("fmlc_produce_ack_seconds", "From sending a batch's messages to the "
+                                     "broker's last acknowledgement (exactly-once: to the transaction's "
+                                     "commit).", buckets=ACK_BUCKETS, registry=r)
         self.tokenizer_restarts = Counter("fmlc_tokenizer_restarts_total", "Tokenizer child processes "
                                           "killed and replaced, by reason (timeout, exited, protocol).",
                                           ["reason"], registry=r)
@@ -81,6 +103,10 @@ class WorkerMetrics:
         # Pre-create the bounded series so dashboards and rate() see zeros rather than gaps.
         for reason in ("timeout", "exited", "protocol"):
             self.tokenizer_restarts.labels(reason=reason)
+        for kind in ("assigned", "revoked", "lost"):
+            self.rebalances.labels(kind=kind)
+        for op in ("get", "set"):
+            self.redis_seconds.labels(op=op)
         for outcome in ("ok", "cached", "dead_letter"):
             self.messages.labels(outcome=outcome)
         for result in ("hit", "miss", "error"):

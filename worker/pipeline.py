@@ -471,6 +471,7 @@ class Pipeline:
         try:
             if eos:
                 self.producer.begin_transaction()
+            sent_at = time.perf_counter()
             futures = [self.producer.send(topic, key=key, value=value, headers=headers)
                        for topic, key, value, headers in messages]
             if eos:
@@ -487,6 +488,7 @@ class Pipeline:
                 for f in futures:
                     f.get(timeout=wait_s)
                     self.progress.beat("deliver")  # an acknowledgement is progress
+            self.metrics.produce_ack.observe(time.perf_counter() - sent_at)
         except Exception as exc:
             self._delivery_failed(exc, jobs, eos)
             return False
