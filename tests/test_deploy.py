@@ -44,6 +44,8 @@ INPUT_TOPIC, OUTPUT_TOPIC, DLQ_TOPIC = "fmlc.complaints", "fmlc.labels", "fmlc.d
 REQUIRED_ALERTS = {
     "FmlcWorkerDown", "FmlcNoWorkerUp", "FmlcConsumerLagGrowing", "FmlcWorkerStalled",
     "FmlcDeadLetterRateHigh", "FmlcEndToEndLatencyHigh", "FmlcLabelSurge",
+    "FmlcDeliveryFailing", "FmlcPollErrors", "FmlcStageStalled", "FmlcCacheErrors", "FmlcModelReloadFailing",
+    "FmlcPartitionsPausedTooLong",
 }
 
 
@@ -68,7 +70,8 @@ def contract_metrics() -> dict[str, tuple[str, set[str]]]:
     metrics: dict[str, tuple[str, set[str]]] = {}
     for line in section.splitlines():
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
-        if len(cells) >= 3 and re.fullmatch(r"fmlc_[a-z0-9_]+", cells[0]):
+        # fmlc_* from the worker's own metrics, process_* from the process collector on its registry
+        if len(cells) >= 3 and re.fullmatch(r"(fmlc|process)_[a-z0-9_]+", cells[0]):
             # "topic, partition", "reason (bounded set)", "outcome = ok, cached, dead_letter"
             cell = re.sub(r"\([^)]*\)", "", cells[2])
             if "=" in cell:
@@ -300,6 +303,12 @@ def test_required_alerts_watch_what_the_issue_asks() -> None:
     assert max(windows) >= 3600, "the surge must be judged against a window much longer than 5m"
     stalled = exprs["FmlcWorkerStalled"]
     assert "fmlc_consumer_lag" in stalled and "fmlc_messages_total" in stalled
+    for alert, watched in {"FmlcDeliveryFailing": "fmlc_delivery_failures_total",
+                           "FmlcPollErrors": "fmlc_poll_errors_total", "FmlcStageStalled": "fmlc_stage_stall_seconds",
+                           "FmlcCacheErrors": "fmlc_cache_errors_total",
+                           "FmlcModelReloadFailing": 'fmlc_model_reloads_total{result="error"}',
+                           "FmlcPartitionsPausedTooLong": "fmlc_consumer_paused"}.items():
+        assert watched in exprs[alert], alert
 
 
 def test_prometheus_scrapes_the_worker_metrics_port() -> None:

@@ -270,7 +270,8 @@ def test_alert_expressions_against_live_metrics(stack: dict, traffic: dict) -> N
     results = {r["alert"]: prometheus.query(r["expr"]) for r in alert_rules()}
     # Healthy workers with the backlog drained: none of these may hold.
     for name in ("FmlcWorkerDown", "FmlcNoWorkerUp", "FmlcWorkerStalled", "FmlcConsumerLagGrowing",
-                 "FmlcModelVersionSkew"):
+                 "FmlcModelVersionSkew", "FmlcDeliveryFailing", "FmlcPollErrors", "FmlcStageStalled",
+                 "FmlcCacheErrors", "FmlcModelReloadFailing", "FmlcPartitionsPausedTooLong"):
         assert results[name] == [], f"{name} holds on a healthy stack: {results[name]}"
     # 6 malformed messages in 246 is 2.4%, above the 1% threshold.
     assert finite_values(results["FmlcDeadLetterRateHigh"]) == [pytest.approx(N_BAD / traffic["total"], rel=0.3)]
