@@ -2,7 +2,7 @@
 
     python -m bench.faults [--only sigkill,broker_freeze,worker_freeze,redis_restart,soak,hostile,poison,codecs,
                            undecodable,hung_tokenizer,secrets,
-                           dlq_at_limit,big_messages]
+                           dlq_at_limit,big_messages,eos_rebalance]
                            [--model DIR] [--soak-messages 100000] [--kills 3]
 
 Every scenario starts its own Tansu broker (memory-only) and runs `python -m worker` subprocesses
@@ -38,7 +38,10 @@ runs/bench-tiny-model like tests/model_fixtures.py does):
 - dlq_at_limit: inputs at the broker's message limit with 4 KB keys and large headers become dead
   letters cut to fit and marked truncated; the messages after them are answered;
 - big_messages: 100 messages with ~900 KB of meta each, waiting before the worker starts: all answered,
-  RSS growth within 2 x FMLC_MAX_IN_FLIGHT_BYTES + 100 MB (bench/big_messages.py).
+  RSS growth within 2 x FMLC_MAX_IN_FLIGHT_BYTES + 100 MB (bench/big_messages.py);
+- eos_rebalance: exactly-once workers, a second joining and the first leaving mid-stream, and a third
+  started with a live worker's instance id: it refuses to start, nobody is fenced, and the
+  read_committed output holds every id exactly once.
 
 Results: bench/results/faults.{json,md} (with --only, merged into the existing results).
 """
@@ -48,6 +51,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import re
 import signal
 import sys
 import threading
@@ -1108,6 +1112,67 @@ def big_messages(args: argparse.Namespace, model: Path) -> dict:
     return run(model, 64, 100, 900)
 
 
+# --- (l) exactly-once under rebalance ----------------------------------------------------------------
+
+def eos_rebalance(args: argparse.Namespace, model: Path) -> dict:
+    """Exactly-once workers (transactional id = group + FMLC_INSTANCE_ID): a second one joins
+    mid-stream, then the first leaves mid-stream (two rebalances with batches in flight); a third
+    started with the second one's instance id must refuse to start (exit 2, a clear error) while the
+    second goes on unfenced. read_committed output: every id exactly once."""
+    from worker.local_services import start_broker
+
+    broker = start_broker(log_path=str(WORKDIR / "eos_rebalance-broker.log"))
+    try:
+        base = worker_settings(broker.bootstrap, model, delivery="exactly_once", transactional_id=None,
+                               batch_size=16, topic_partitions=4)
+        s1, s2 = (base.model_copy(update={"instance_id": name}) for name in ("worker-1", "worker-2"))
+        ensure(s1)
+        n = args.eos_messages
+        ids = [f"e-{i}" for i in range(n)]
+        produce(broker.bootstrap, s1.input_topic,
+                [(i.encode(), message(i, t)) for i, t in zip(ids, synthetic_texts(n, 101), strict=True)], partitions=4)
+        reader, col = start_reader(broker.bootstrap, s1)
+        w1 = WorkerProcess(s1, WORKDIR / "eos_rebalance-1.log")
+        w1.wait_ready(120)
+        wait_for(lambda: col.distinct >= n // 10, 180, "a tenth of the outputs", interval=0.05)
+        joined_at = col.distinct
+        w2 = WorkerProcess(s2, WORKDIR / "eos_rebalance-2.log")
+        w2.wait_ready(120)
+        both_at = col.distinct
+        wait_for(lambda: col.distinct >= both_at + n // 10, 180, "both workers at work", interval=0.05)
+        left_at = col.distinct
+        exit1 = w1.terminate()
+        twin = WorkerProcess(s2, WORKDIR / "eos_rebalance-twin.log")
+        twin_exit = twin.proc.wait(120)
+        twin_log = log_lines(twin, "TransactionalIdInUse", "another live worker", limit=3)
+        with contextlib.suppress(TimeoutError):
+            wait_for(lambda: col.have_all(ids), 300, "every input has a committed output", interval=0.2)
+        w2_alive = w2.alive()
+        exit2 = w2.terminate()
+        reader.close()
+        truth = final_counts(broker.bootstrap, s1, ids)
+        committed = all_committed(broker.bootstrap, s1)
+        lines = [ln for w in (w1, w2) for ln in w.log().splitlines()]
+        aborted = sum(1 for ln in lines if "aborted the transaction" in ln)
+        # Records in aborted transactions: Tansu (memory-only test broker) shows them to read_committed
+        # readers too (no aborted-transaction list in its fetch responses), so they are discounted.
+        in_aborted = sum(int(m.group(1)) for ln in lines
+                         if (m := re.search(r"(?:aborted the transaction of|delivery of) a batch of (\d+)", ln)))
+    finally:
+        broker.stop()
+    checks = {f"every id once among committed transactions ({n}; duplicates <= records of aborted ones)":
+                  truth["missing"] == 0 and truth["duplicates"] <= in_aborted,
+              "a worker with a live worker's instance id refused to start (exit 2) with a clear error":
+                  twin_exit == 2 and bool(twin_log),
+              "the live worker was not fenced (still running, exited 0)": w2_alive and exit2 == 0,
+              "the first worker left cleanly (exit 0)": exit1 == 0,
+              "all input offsets committed": committed}
+    return {"checks": checks, "passed": all(checks.values()), "counts": truth, "joined_at_outputs": joined_at,
+            "left_at_outputs": left_at, "transactions_aborted_on_revoke": aborted,
+            "records_in_aborted_transactions": in_aborted, "twin_log": twin_log,
+            "settings": {"messages": n, "partitions": 4, "batch_size": 16}}
+
+
 # --- driver --------------------------------------------------------------------------------------
 
 SCENARIOS: dict[str, Callable[[argparse.Namespace, Path], dict]] = {
@@ -1116,6 +1181,7 @@ SCENARIOS: dict[str, Callable[[argparse.Namespace, Path], dict]] = {
     "undecodable": undecodable,
     "hung_tokenizer": hung_tokenizer, "secrets": secrets,
     "dlq_at_limit": dlq_at_limit, "big_messages": big_messages,
+    "eos_rebalance": eos_rebalance,
 }
 
 
@@ -1201,6 +1267,11 @@ def summary(name: str, r: dict) -> str:
         return (f"librdkafka producers, {r['settings']['messages_per_codec']} messages per codec: " +
                 ", ".join(f"{k} {v}" for k, v in r["answered"].items()) +
                 f" answered; outputs produced with {r['output_compression']}")
+    if name == "eos_rebalance":
+        return (f"{c['inputs']} inputs, second worker joined at {r['joined_at_outputs']} outputs, first left at "
+                f"{r['left_at_outputs']}: outputs {c['outputs']}, missing {c['missing']}, duplicates "
+                f"{c['duplicates']} (read_committed); {r['transactions_aborted_on_revoke']} transactions aborted on "
+                "revoke; a twin instance id refused at start-up")
     if name == "big_messages":
         return (f"{r['answered']}/{r['messages']} messages of {r['message_bytes_mean'] / 1e3:.0f} KB answered; RSS "
                 f"{r['rss_at_model_loaded_mib']:.0f} → peak {r['rss_peak_mib']:.0f} MiB (growth "
@@ -1242,6 +1313,7 @@ def main() -> None:
     ap.add_argument("--soak-messages", type=int, default=100_000)
     ap.add_argument("--soak-timeout-s", type=float, default=1500)
     ap.add_argument("--codec-messages", type=int, default=200)
+    ap.add_argument("--eos-messages", type=int, default=15000)
     ap.add_argument("--stall-timeout-s", type=float, default=5.0, help="hung_tokenizer: FMLC_STALL_TIMEOUT_S")
     args = ap.parse_args()
     chosen = [x.strip() for x in args.only.split(",") if x.strip()]

@@ -517,3 +517,19 @@ def test_a_dead_letter_of_nothing_is_still_writable() -> None:
                      reason=DeadLetterReason.UNDECODABLE, error="lz4", max_bytes=1_000)
     assert dl.key is None and dl.value == b""
     assert dict(dl.headers)["fmlc.dlq.reason"] == b"undecodable"
+
+
+def test_transactional_id_is_group_plus_instance_and_the_consumer_carries_it(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import socket
+
+    from worker.kafka import consumer_client_id
+
+    monkeypatch.setenv("FMLC_INSTANCE_ID", "fmlc-worker-7d9f-abcde")
+    s = load_settings(group_id="g", delivery="exactly_once")
+    assert s.effective_transactional_id() == "g-fmlc-worker-7d9f-abcde"
+    assert consumer_client_id(s) == "fmlc-worker.g-fmlc-worker-7d9f-abcde"
+    monkeypatch.delenv("FMLC_INSTANCE_ID")
+    assert load_settings(group_id="g").effective_transactional_id() == f"g-{socket.gethostname()}"
+    assert load_settings(group_id="g", transactional_id="tx").effective_transactional_id() == "tx"
+    assert consumer_client_id(load_settings(group_id="g")) == "fmlc-worker", "unchanged without transactions"

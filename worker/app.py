@@ -32,7 +32,14 @@ from kafka.structs import OffsetAndMetadata
 from worker.alerts import AlertRules
 from worker.cache import LabelCache
 from worker.health import HealthServer
-from worker.kafka import check_codecs, ensure_topics, make_consumer, make_lag_probe, make_producer
+from worker.kafka import (
+    check_codecs,
+    check_transactional_id,
+    ensure_topics,
+    make_consumer,
+    make_lag_probe,
+    make_producer,
+)
 from worker.logs import install_secret_filter
 from worker.messages import DeadLetterReason, InvalidMessage
 from worker.metrics import WorkerMetrics
@@ -123,6 +130,7 @@ class WorkerApp:
             if not self.cache.ping():
                 log.warning("redis at %s does not answer; running without cache until it does",
                             redact_url(redis_url))
+        check_transactional_id(s)
         self.producer = make_producer(s)
         self.models = ModelWatcher(s.model_path, s.device, s.cpu_threads, s.model_poll_interval_s, served,
                                    on_swap=self._model_swapped, on_result=self._reload_result)
@@ -215,7 +223,7 @@ class WorkerApp:
                     self.pipeline.jobs.put(Job(
                         tp=tp, offset=r.offset, epoch=epoch, arrived=now,
                         timestamp_ms=r.timestamp if r.timestamp and r.timestamp > 0 else None,
-                        key=r.key, value=r.value, headers=headers))
+                        key=r.key, value=r.value, headers=headers, group_md=self._group_md))
                     n += 1
         for tp, offset in stray.items():
             # Should kafka-python still hold the partition, its position must not stay past records
@@ -272,7 +280,8 @@ class WorkerApp:
             self.tracker.add(tp, offset, record_cost(None, None, None))
             self.pipeline.jobs.put(Job(tp=tp, offset=offset, epoch=self.epochs.current(tp), arrived=time.monotonic(),
                                        timestamp_ms=None, key=None, value=None, headers=[],
-                                       invalid=InvalidMessage(DeadLetterReason.UNDECODABLE, detail)))
+                                       invalid=InvalidMessage(DeadLetterReason.UNDECODABLE, detail),
+                                       group_md=self._group_md))
         self.consumer.seek(tp, offset + 1)
         self.metrics.consumed.inc()
         self.metrics.queue_depth.set(self.tracker.in_flight)

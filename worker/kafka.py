@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
+import time
 from typing import Any
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, codec
@@ -67,7 +69,7 @@ def client_config(s: WorkerSettings) -> dict[str, Any]:
 def make_consumer(s: WorkerSettings) -> KafkaConsumer:
     """Not yet subscribed: the application subscribes with its rebalance listener."""
     return KafkaConsumer(
-        **client_config(s),
+        **{**client_config(s), "client_id": consumer_client_id(s)},
         group_id=s.group_id,
         enable_auto_commit=False,  # offsets are committed by the app, after acknowledgement
         auto_offset_reset=s.auto_offset_reset,
@@ -118,6 +120,74 @@ def make_producer(s: WorkerSettings) -> KafkaProducer:
     return producer
 
 
+class TransactionalIdInUseError(RuntimeError):
+    pass
+
+
+def consumer_client_id(s: WorkerSettings) -> str:
+    """In exactly-once mode the consumer's client id carries the transactional id, so that a worker
+    starting up can see whether a live member of its group already uses that id."""
+    return f"{s.client_id}.{s.effective_transactional_id()}" if s.exactly_once else s.client_id
+
+
+# Kafka's member ids are "<client id>-<UUID>".
+_MEMBER_SUFFIX = re.compile(r"-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+
+
+class _Admin(KafkaAdminClient):
+    def _process_acl_operations(self, obj: dict) -> dict:
+        # kafka-python 3.0 fails on authorized-operation bits it does not know (Tansu sends some);
+        # they are not needed here.
+        obj.pop("authorized_operations", None)
+        return obj
+
+
+def members_using(s: WorkerSettings) -> list[str]:
+    """Member ids of the live members of the group whose consumer client id is ours."""
+    ours = consumer_client_id(s)
+    admin = _Admin(**client_config(s))
+    try:
+        group = admin.describe_groups([s.group_id]).get(s.group_id) or {}
+    finally:
+        admin.close()
+    found = []
+    for m in group.get("members") or []:
+        member_id, client = m.get("member_id") or "", m.get("client_id") or ""
+        # Some brokers leave client_id empty in DescribeGroups; the member id starts with it anyway.
+        if client == ours or (member_id.startswith(ours) and _MEMBER_SUFFIX.fullmatch(member_id[len(ours):])):
+            found.append(member_id)
+    return found
+
+
+def check_transactional_id(s: WorkerSettings, wait_s: float | None = None) -> None:
+    """Before init_transactions: refuse to start while another live worker of the group uses our
+    transactional id. init_transactions would fence it, its restart would fence us, and the two
+    would take turns for ever. A predecessor that died without leaving the group is waited for
+    (up to the session timeout, after which the coordinator drops it); one that is still there
+    after that is alive."""
+    if not s.exactly_once:
+        return
+    wait_s = s.session_timeout_ms / 1000 + 2 if wait_s is None else wait_s
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            found = members_using(s)
+        except KafkaError as exc:
+            log.warning("cannot describe group %s (%s); not checking that transactional id %s is free",
+                        s.group_id, exc, s.effective_transactional_id())
+            return
+        if not found:
+            return
+        if time.monotonic() >= deadline:
+            raise TransactionalIdInUseError(
+                f"another live worker in group {s.group_id} uses transactional id "
+                f"{s.effective_transactional_id()!r} (member {found[0]}); give every exactly-once worker its "
+                "own FMLC_INSTANCE_ID (or FMLC_TRANSACTIONAL_ID)")
+        log.info("a member with transactional id %s is still in group %s; waiting up to %.0f s for it to "
+                 "leave", s.effective_transactional_id(), s.group_id, deadline - time.monotonic())
+        time.sleep(0.5)
+
+
 def ensure_topics(s: WorkerSettings, extra: list[str] | tuple[str, ...] = ()) -> list[str]:
     """Check that every topic the worker reads or writes exists; create the missing ones only when
     create_topics is set. Returns the topics created. Raises MissingTopicsError otherwise, because a
@@ -152,5 +222,6 @@ def ensure_topics(s: WorkerSettings, extra: list[str] | tuple[str, ...] = ()) ->
         admin.close()
 
 
-__all__ = ["CODEC_LIBRARIES", "MissingTopicsError", "check_codecs", "client_config", "ensure_topics",
+__all__ = ["CODEC_LIBRARIES", "MissingTopicsError", "TransactionalIdInUseError", "check_codecs",
+           "check_transactional_id", "consumer_client_id", "members_using", "client_config", "ensure_topics",
            "make_consumer", "make_producer", "producer_config"]

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from kafka import KafkaProducer, TopicPartition
-from kafka.errors import MessageSizeTooLargeError
+from kafka.errors import InvalidProducerEpochError, MessageSizeTooLargeError, ProducerFencedError
 from kafka.structs import OffsetAndMetadata
 
 from fmlc import Prediction
@@ -54,6 +54,7 @@ from worker.tokenizing import TokenizerProcess
 log = logging.getLogger(__name__)
 
 MIN_DEAD_LETTER_BYTES = 4_096
+FENCED = (ProducerFencedError, InvalidProducerEpochError)
 
 
 @dataclass(eq=False)
@@ -74,6 +75,7 @@ class Job:
     labels: list[LabelOut] | None = None
     cached: bool = False
     cache_key: str | None = None  # set at look-up, reused to store the fresh result
+    group_md: Any = None  # the consumer group generation it was consumed under (exactly-once commits)
 
 
 @dataclass(eq=False)
@@ -478,9 +480,22 @@ class Pipeline:
                 last: dict[TopicPartition, int] = {}
                 for job in jobs:
                     last[job.tp] = max(last.get(job.tp, -1), job.offset)
+                # The offsets go with the generation the records were consumed under, never a later
+                # one: should the group have moved on, the coordinator refuses them.
+                generation = jobs[0].group_md if jobs[0].group_md is not None else self._group_metadata()
                 with self.progress.working("transaction"):
                     self.producer.send_offsets_to_transaction(
-                        {tp: OffsetAndMetadata(off + 1, "", -1) for tp, off in last.items()}, self._group_metadata())
+                        {tp: OffsetAndMetadata(off + 1, "", -1) for tp, off in last.items()}, generation)
+                    with self.epochs.lock:
+                        revoked = [j for j in jobs if not self.epochs.is_current(j.tp, j.epoch)
+                                   or j.group_md is not jobs[0].group_md]
+                    if revoked:
+                        # Partitions were revoked (or rewound) while this batch was being delivered:
+                        # its records belong to the next owner now, so nothing of it may commit.
+                        self.producer.abort_transaction()
+                        log.info("aborted the transaction of a batch of %d: %s changed hands while it was "
+                                 "delivered", len(jobs), sorted({f"{j.tp.topic}[{j.tp.partition}]" for j in revoked}))
+                        return True
                     self.producer.commit_transaction()
             else:
                 # acks=all for every output, alert and dead letter before the offsets may be committed.
@@ -510,7 +525,13 @@ class Pipeline:
                 self.producer.abort_transaction()
             except Exception as abort_exc:
                 # A producer that cannot even abort is fenced or broken: only a restart helps.
-                self._on_fatal(FatalError(f"transactional producer unusable: {abort_exc!r} (after {exc!r})"))
+                if isinstance(exc, FENCED) or isinstance(abort_exc, FENCED):
+                    self._on_fatal(FatalError(
+                        f"transactional id {self.s.effective_transactional_id()!r} was taken over by another "
+                        "producer: a second worker with the same FMLC_INSTANCE_ID / FMLC_TRANSACTIONAL_ID started "
+                        "(on restart this worker refuses to start while that one is alive)"))
+                else:
+                    self._on_fatal(FatalError(f"transactional producer unusable: {abort_exc!r} (after {exc!r})"))
         # Later batches of these partitions are already in the queues; they must not be delivered
         # (and, in exactly-once mode, must not commit offsets past the failed batch).
         self.epochs.bump(tps)

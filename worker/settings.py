@@ -61,10 +61,13 @@ class WorkerSettings(BaseSettings):
     group_id: str = "fmlc-worker"
     client_id: str = "fmlc-worker"
     delivery: Literal["at_least_once", "exactly_once"] = "at_least_once"
-    # Exactly-once needs a transactional id that survives a restart of the same instance, so that the
-    # restarted process fences its predecessor's open transaction instead of waiting out its timeout.
-    # Two workers on one host in exactly-once mode must therefore set distinct ids.
+    # Exactly-once needs a transactional id unique per worker instance and stable across restarts of
+    # that instance, so that a restarted process fences its predecessor's open transaction instead of
+    # waiting out its timeout. Default: "<group_id>-<instance_id>", the instance id being
+    # FMLC_INSTANCE_ID (the pod name on Kubernetes) or else the host name. Two live workers given the
+    # same id refuse to start (worker.kafka.check_transactional_id) rather than fence each other.
     transactional_id: str | None = None
+    instance_id: str | None = None
     transaction_timeout_ms: int = Field(60_000, ge=1_000)
     auto_offset_reset: Literal["earliest", "latest"] = "earliest"
     session_timeout_ms: int = Field(10_000, ge=1_000)
@@ -155,7 +158,7 @@ class WorkerSettings(BaseSettings):
     shutdown_timeout_s: float = Field(20.0, gt=0)
     log_level: str = "INFO"
 
-    @field_validator("redis_url", "transactional_id", "device", "sasl_username", mode="before")
+    @field_validator("redis_url", "transactional_id", "instance_id", "device", "sasl_username", mode="before")
     @classmethod
     def _empty_is_none(cls, value: Any) -> Any:
         return None if isinstance(value, str) and not value.strip() else value
@@ -231,7 +234,7 @@ class WorkerSettings(BaseSettings):
         return self.delivery == "exactly_once"
 
     def effective_transactional_id(self) -> str:
-        return self.transactional_id or f"{self.group_id}-{socket.gethostname()}"
+        return self.transactional_id or f"{self.group_id}-{self.instance_id or socket.gethostname()}"
 
     @property
     def redis_url_value(self) -> str | None:
