@@ -53,42 +53,57 @@ def synth(n: Annotated[int, typer.Option(help="number of complaints")] = 10_000,
     typer.echo(f"wrote {n} complaints to {out}")
 
 
+PRESET_HELP = ("default (what every option below falls back to; chosen from measurements, reports/defaults/), "
+               "paper (the paper's Adam lr 1e-4 constant for 10 epochs) or small (64 dimensions, the demo's)")
+FROM_PRESET = "unset: the preset's value"
+
+
 @app.command()
 @_user_errors
 def train(
     data: Annotated[Path, typer.Option(help="JSONL/CSV file or a directory of JSONL files")],
     out: Annotated[Path, typer.Option(help="artifact directory to write")],
-    model: Annotated[str, typer.Option(help="fmlc | bigru-lwan | caml | zacnn | linear")] = "fmlc",
-    loss: Annotated[str, typer.Option(help="asl | bce")] = "asl",
-    graph: Annotated[str, typer.Option(help="cooccurrence | identity")] = "cooccurrence",
-    epochs: Annotated[int, typer.Option()] = 10,
-    lr: Annotated[float, typer.Option()] = 1e-4,
-    batch_size: Annotated[int, typer.Option()] = 32,
-    embed_dim: Annotated[int, typer.Option()] = 300,
-    hidden: Annotated[int, typer.Option(help="GRU units per direction (d_c)")] = 300,
-    graph_dim: Annotated[int, typer.Option()] = 300,
-    max_len: Annotated[int, typer.Option()] = 256,
+    preset: Annotated[str, typer.Option(help=PRESET_HELP)] = "default",
+    model: Annotated[str | None, typer.Option(help="fmlc | bigru-lwan | caml | zacnn | linear")] = None,
+    loss: Annotated[str | None, typer.Option(help="asl | bce")] = None,
+    graph: Annotated[str | None, typer.Option(help="cooccurrence | identity")] = None,
+    epochs: Annotated[int | None, typer.Option(help="most epochs; early stopping usually ends sooner. "
+                                                    + FROM_PRESET)] = None,
+    lr: Annotated[float | None, typer.Option(help="Adam's peak learning rate. " + FROM_PRESET)] = None,
+    lr_schedule: Annotated[str | None, typer.Option(help="plateau | cosine | constant. " + FROM_PRESET)] = None,
+    warmup_epochs: Annotated[float | None, typer.Option(help="linear warm-up, in epochs. " + FROM_PRESET)] = None,
+    batch_size: Annotated[int | None, typer.Option(help=FROM_PRESET)] = None,
+    embed_dim: Annotated[int | None, typer.Option(help=FROM_PRESET)] = None,
+    hidden: Annotated[int | None, typer.Option(help="GRU units per direction (d_c). " + FROM_PRESET)] = None,
+    graph_dim: Annotated[int | None, typer.Option(help=FROM_PRESET)] = None,
+    max_len: Annotated[int | None, typer.Option(help=FROM_PRESET)] = None,
     seed: Annotated[int, typer.Option()] = 0,
-    patience: Annotated[int, typer.Option()] = 3,
+    patience: Annotated[int | None, typer.Option(help="epochs without a better validation macro-F1 before "
+                                                      "stopping. " + FROM_PRESET)] = None,
     use_given_split: Annotated[bool, typer.Option(help="use each record's 'split' field")] = False,
     skip_bad: Annotated[bool, typer.Option(help="skip malformed records (counted) instead of stopping")] = False,
     user_dict: Annotated[Path | None, typer.Option(help="jieba user dictionary")] = None,
     freeze_embeddings: Annotated[bool, typer.Option(help="keep the word2vec vectors fixed")] = False,
-    w2v_epochs: Annotated[int, typer.Option(help="word2vec epochs over the whole corpus")] = 5,
+    w2v_epochs: Annotated[int | None, typer.Option(help="word2vec epochs over the whole corpus")] = None,
     threads: Annotated[int | None, typer.Option(help="torch CPU threads (1 is fastest on a busy 2-core box)")] = None,
     quiet: Annotated[bool, typer.Option(help="no progress bars")] = False,
 ) -> None:
     """Train one model and write its artifact (config, vocabulary, graph, thresholds, safetensors)."""
     from training.data import load_path, split_records
     from training.report import print_split_metrics
-    from training.trainer import TrainConfig
+    from training.trainer import TrainConfig, still_improving
     from training.trainer import train as run_training
 
-    cfg = TrainConfig(model=model, loss=loss, graph=graph, epochs=epochs, lr=lr, batch_size=batch_size,
-                      embed_dim=embed_dim, hidden=hidden, attn_dim=hidden, graph_dim=graph_dim, filters=hidden,
-                      max_len=max_len, seed=seed, patience=patience, threads=threads,
-                      user_dict=str(user_dict) if user_dict else None, freeze_embeddings=freeze_embeddings,
-                      w2v_epochs=w2v_epochs, progress=not quiet)
+    # Options left unset keep the preset's value, so the defaults live in TrainConfig and PRESETS only.
+    cfg = TrainConfig.from_preset(
+        preset, model=model, loss=loss, graph=graph, epochs=epochs, lr=lr, lr_schedule=lr_schedule,
+        warmup_epochs=warmup_epochs, batch_size=batch_size, embed_dim=embed_dim, hidden=hidden, attn_dim=hidden,
+        graph_dim=graph_dim, filters=hidden, max_len=max_len, seed=seed, patience=patience, threads=threads,
+        user_dict=str(user_dict) if user_dict else None, freeze_embeddings=freeze_embeddings or None,
+        w2v_epochs=w2v_epochs, progress=not quiet)
+    typer.echo(f"preset {cfg.preset}: {cfg.model}/{cfg.loss}, Adam lr {cfg.lr:g} ({cfg.lr_schedule}, warm-up "
+               f"{cfg.warmup_epochs:g} epochs), at most {cfg.epochs} epochs, patience {cfg.patience}, "
+               f"batch {cfg.batch_size}")
     loaded = load_path(data, skip_bad=skip_bad)
     _report_load(loaded)
     splits = split_records(loaded.records, seed=seed, use_given=use_given_split)
@@ -98,6 +113,9 @@ def train(
     result = run_training(splits, cfg, out)
     print_split_metrics(result.metrics, "test")
     typer.echo(f"model {result.version} written to {out}")
+    note = still_improving(result.history, cfg.patience)
+    if note:
+        typer.echo(note)
 
 
 def _report_load(loaded: object) -> None:
@@ -199,9 +217,12 @@ def experiment(
     methods: Annotated[str, typer.Option(help="comma list")] = "linear,caml,zacnn,bigru-lwan,fmlc-bce,fmlc-asl,"
                                                                  "fmlc-asl-identity",
     seeds: Annotated[int, typer.Option()] = 3,
-    epochs: Annotated[int, typer.Option(help="epochs for recurrent models (paper: 10)")] = 10,
+    preset: Annotated[str, typer.Option(help="training preset of every run: paper (the paper's comparison), "
+                                             "default or small; recorded in the report")] = "paper",
+    epochs: Annotated[int | None, typer.Option(help="epochs for recurrent models (unset: the preset's; "
+                                                    "paper: 10)")] = None,
     conv_epochs: Annotated[int, typer.Option(help="epochs for convolutional models (paper: 30)")] = 30,
-    lr: Annotated[float, typer.Option()] = 1e-4,
+    lr: Annotated[float | None, typer.Option(help="unset: the preset's (paper: 1e-4)")] = None,
     dim: Annotated[int, typer.Option(help="embedding, GRU-per-direction, graph and filter size")] = 300,
     max_docs: Annotated[int | None, typer.Option(help="random subset of this many documents")] = None,
     parent_labels: Annotated[str | None, typer.Option(help="separator; 'a-b' also gets label 'a'")] = None,
@@ -215,12 +236,14 @@ def experiment(
     and plots. Rerunning with the same arguments resumes where it stopped."""
     from training.experiment import ExperimentConfig, run
 
-    base = {"lr": lr, "embed_dim": dim, "hidden": dim, "attn_dim": dim, "graph_dim": dim, "filters": dim,
-            "threads": threads}
+    base = {"embed_dim": dim, "hidden": dim, "attn_dim": dim, "graph_dim": dim, "filters": dim, "threads": threads}
+    if lr is not None:
+        base["lr"] = lr
     cfg = ExperimentConfig(data=str(data), out=str(out), methods=[m.strip() for m in methods.split(",") if m.strip()],
-                           seeds=1 if quick else seeds, epochs_recurrent=epochs, epochs_convolutional=conv_epochs,
-                           quick=quick, max_docs=max_docs, parent_labels=parent_labels,
-                           use_given_split=use_given_split, peer=peer, peer_epochs=peer_epochs, base=base)
+                           preset=preset, seeds=1 if quick else seeds, epochs_recurrent=epochs,
+                           epochs_convolutional=conv_epochs, quick=quick, max_docs=max_docs,
+                           parent_labels=parent_labels, use_given_split=use_given_split, peer=peer,
+                           peer_epochs=peer_epochs, base=base)
     results = run(cfg)
     typer.echo(f"report: {out / 'report.md'}")
     gains = results["summary"].get("gains")
@@ -233,7 +256,8 @@ def demo(
     reuse_model: Annotated[bool, typer.Option(help="reuse runs/demo/model if it exists")] = False,
     n_train: Annotated[int, typer.Option(help="synthetic complaints to train on")] = 6000,
     n_stream: Annotated[int, typer.Option(help="complaints to stream through the worker")] = 3000,
-    epochs: Annotated[int, typer.Option()] = 6,
+    preset: Annotated[str, typer.Option(help="training preset of the demo's model")] = "small",
+    epochs: Annotated[int | None, typer.Option(help="unset: the preset's")] = None,
     workdir: Annotated[Path, typer.Option()] = Path("runs/demo"),
     serve: Annotated[bool, typer.Option(help="keep the worker up after the summary until Ctrl-C")] = False,
     rate: Annotated[float, typer.Option(help="messages/s to send; 0 = as fast as possible")] = 0.0,
@@ -243,7 +267,7 @@ def demo(
     from worker.demo import DemoConfig, run_demo
 
     raise typer.Exit(run_demo(DemoConfig(workdir=workdir, n_train=n_train, n_stream=n_stream, reuse_model=reuse_model,
-                                         epochs=epochs, serve=serve, rate=rate)))
+                                         preset=preset, epochs=epochs, serve=serve, rate=rate)))
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []})

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 TINY = dict(epochs=6, lr=1e-2, batch_size=32, embed_dim=32, hidden=32, attn_dim=32, graph_dim=32, filters=32,
-            max_len=96, w2v_epochs=2, patience=4, progress=False, threads=1)
+            max_len=96, w2v_epochs=2, patience=4, progress=False, threads=1, lr_schedule="constant", warmup_epochs=0.0)
 
 
 @dataclass(frozen=True)

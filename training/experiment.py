@@ -22,7 +22,7 @@ from rich.console import Console
 from fmlc.graph import build_adjacency, label_statistics
 from fmlc.metrics import evaluate, tune_thresholds
 from training.data import Record, load_path, split_records
-from training.trainer import Prepared, TrainConfig, fit, prepare
+from training.trainer import PRESETS, Prepared, TrainConfig, fit, prepare
 from training.word2vec import load_vectors, save_vectors
 
 # method name → the TrainConfig fields that define it
@@ -46,7 +46,8 @@ class ExperimentConfig:
     out: str
     methods: list[str] = field(default_factory=lambda: list(METHODS))
     seeds: int = 3
-    epochs_recurrent: int = 10
+    preset: str = "paper"  # the TrainConfig preset every run starts from; `base` overrides it
+    epochs_recurrent: int | None = None  # None: the preset's epochs
     epochs_convolutional: int = 30
     quick: bool = False
     max_docs: int | None = None
@@ -62,6 +63,13 @@ class ExperimentConfig:
             raise ValueError(f"unknown methods {unknown}; choose from {', '.join(METHODS)}")
         if self.seeds < 1:
             raise ValueError("seeds must be >= 1")
+        if self.preset not in PRESETS:
+            raise ValueError(f"unknown preset {self.preset!r}: choose one of {', '.join(PRESETS)}")
+        if self.epochs_recurrent is None:
+            self.epochs_recurrent = TrainConfig.from_preset(self.preset).epochs
+
+    def base_config(self) -> TrainConfig:
+        return TrainConfig.from_preset(self.preset, **self.base)
 
 
 def add_parent_labels(records: list[Record], sep: str) -> list[Record]:
@@ -96,7 +104,7 @@ def train_config(cfg: ExperimentConfig, method: str, seed: int) -> TrainConfig:
     epochs = cfg.epochs_convolutional if method in CONVOLUTIONAL else cfg.epochs_recurrent
     if cfg.quick:
         epochs = min(epochs, 2)
-    return TrainConfig(**(cfg.base | METHODS[method] | {"seed": seed, "epochs": epochs}))
+    return TrainConfig.from_preset(cfg.preset, **(cfg.base | METHODS[method] | {"seed": seed, "epochs": epochs}))
 
 
 def _inference_rate(result_net_cfg: TrainConfig, prep: Prepared, result) -> float:  # noqa: ANN001
@@ -114,7 +122,7 @@ def run(cfg: ExperimentConfig) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     splits, info = load_splits(cfg)
     console.print(f"[bold]experiment[/] {cfg.data}: {info}")
-    base_cfg = TrainConfig(**cfg.base)
+    base_cfg = cfg.base_config()
     results_path = out / "results.json"
     old = json.loads(results_path.read_text()) if results_path.exists() else {}
     info["split_id"] = split_id(splits)
@@ -211,6 +219,8 @@ def _same_grid(a: dict, b: dict) -> bool:
     """Runs can be reused when everything that shapes a single run is unchanged; the number of seeds
     and the peer switch only decide how many runs there are."""
     ignore = {"seeds", "peer", "peer_epochs", "methods"}
+    # Grids from before presets existed ran the paper's constant-rate schedule.
+    a, b = {"preset": "paper"} | a, {"preset": "paper"} | b
     return {k: v for k, v in a.items() if k not in ignore} == {k: v for k, v in b.items() if k not in ignore}
 
 
@@ -231,7 +241,8 @@ def graph_info_from_split(out: Path) -> dict:
     labels = results["labels"]
     rows = [json.loads(line) for line in (out / "split" / "train.jsonl").open(encoding="utf-8")]
     known = TrainConfig.__annotations__
-    base = TrainConfig(**{k: v for k, v in results["config"].get("base", {}).items() if k in known})
+    base = TrainConfig.from_preset(results["config"].get("preset", "paper"),
+                                   **{k: v for k, v in results["config"].get("base", {}).items() if k in known})
     return graph_info(to_matrix([r["labels"] for r in rows], labels), labels, base)
 
 

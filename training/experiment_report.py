@@ -174,11 +174,19 @@ def vectors_clause(runs: dict) -> str:
 
 
 def _settings_line(cfg: dict, runs: dict) -> str:
+    from training.trainer import TrainConfig
+
     base = cfg.get("base", {})
-    return (f"Settings: dimension {base.get('embed_dim', 300)} (GRU {base.get('hidden', 300)} per direction, graph "
-            f"{base.get('graph_dim', 300)}), Adam lr {base.get('lr', 1e-4)}, at most {cfg['epochs_recurrent']} epochs "
+    preset = cfg.get("preset", "paper")  # grids from before presets ran the paper's schedule
+    known = {k: v for k, v in base.items() if k in TrainConfig.__annotations__}
+    tc = TrainConfig.from_preset(preset, **known)
+    changed = sorted(k for k in ("lr", "batch_size", "patience") if k in base)
+    return (f"Settings: preset {preset}{' with ' + ', '.join(changed) + ' changed' if changed else ''}: dimension "
+            f"{tc.embed_dim} (GRU {tc.hidden} per direction, graph {tc.graph_dim}), Adam lr {tc.lr:g} "
+            f"({tc.lr_schedule}{f', warm-up {tc.warmup_epochs:g} epochs' if tc.warmup_epochs else ''}), batch "
+            f"{tc.batch_size}, at most {cfg['epochs_recurrent']} epochs "
             f"for recurrent and {cfg['epochs_convolutional']} for convolutional models, early stopping on validation "
-            f"macro-F1 (patience 3), one split (seed 0) shared by every method, {vectors_clause(runs)}; "
+            f"macro-F1 (patience {tc.patience}), one split (seed 0) shared by every method, {vectors_clause(runs)}; "
             f"seeds vary the initialisation only.")
 
 

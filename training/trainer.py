@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import math
 import random
 import time
 from collections import Counter
@@ -34,15 +35,27 @@ class LabelledText(Protocol):
     labels: Sequence[str]
 
 
+LR_SCHEDULES = ("plateau", "cosine", "constant")
+
+
 @dataclass
 class TrainConfig:
+    """Every training setting and its default; `fmlc train` and the experiment grid take theirs from here.
+    The defaults were chosen from measurements (reports/defaults/, docs/decisions/0040-training-defaults.md);
+    PRESETS["paper"] holds the paper's settings."""
+
     model: str = "fmlc"
     loss: str = "asl"
     graph: str = "cooccurrence"
-    epochs: int = 10
+    epochs: int = 30  # the most epochs; early stopping on validation macro-F1 usually ends a run sooner
     batch_size: int = 32
-    lr: float = 1e-4
+    lr: float = 1e-3  # Adam's peak learning rate (after warm-up)
+    lr_schedule: str = "plateau"  # plateau: multiply by plateau_factor after an epoch without a better
+    # validation macro-F1; cosine: decay to 0 over `epochs`; constant
+    warmup_epochs: float = 1.0  # linear warm-up from 0 over this many epochs (0: none)
+    plateau_factor: float = 0.5
     patience: int = 3  # epochs without a better validation macro-F1 before stopping
+    preset: str = "default"  # the PRESETS entry these settings started from (recorded in the artifact)
     seed: int = 0
     embed_dim: int = 300
     hidden: int = 300
@@ -86,10 +99,79 @@ class TrainConfig:
             raise ValueError("epochs and batch_size must be >= 1")
         if self.lr <= 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"unknown lr_schedule {self.lr_schedule!r}: choose one of {', '.join(LR_SCHEDULES)}")
+        if self.warmup_epochs < 0 or not 0 < self.plateau_factor <= 1:
+            raise ValueError("warmup_epochs must be >= 0 and plateau_factor in (0, 1]")
+        if self.preset not in PRESETS:
+            raise ValueError(f"unknown preset {self.preset!r}: choose one of {', '.join(PRESETS)}")
         GraphConfig(self.graph, self.graph_threshold, self.graph_min_count, self.graph_neighbour_weight)
 
     def graph_config(self) -> GraphConfig:
         return GraphConfig(self.graph, self.graph_threshold, self.graph_min_count, self.graph_neighbour_weight)
+
+    @classmethod
+    def from_preset(cls, preset: str = "default", **overrides: object) -> TrainConfig:
+        """The preset's settings, then `overrides` (None values are ignored: "not given")."""
+        if preset not in PRESETS:
+            raise ValueError(f"unknown preset {preset!r}: choose one of {', '.join(PRESETS)}")
+        given = {k: v for k, v in overrides.items() if v is not None}
+        return cls(**(PRESETS[preset] | given | {"preset": preset}))
+
+
+# Named starting points. "paper": the paper's optimiser settings (Adam at a constant 1e-4 for 10
+# epochs, batch 32), for reproducing it. "small": the default schedule at 64 dimensions and at most 15
+# epochs, which trains in a few minutes on a laptop CPU (the demo uses it).
+PRESETS: dict[str, dict] = {
+    "default": {},
+    "paper": {"lr": 1e-4, "lr_schedule": "constant", "warmup_epochs": 0.0, "epochs": 10, "batch_size": 32,
+              "patience": 3},
+    "small": {"embed_dim": 64, "hidden": 64, "attn_dim": 64, "graph_dim": 64, "filters": 64, "max_len": 128,
+              "epochs": 15},
+}
+
+
+class LearningRate:
+    """Adam's learning rate per step: linear warm-up, then the schedule. `epoch_end` is told each
+    epoch's validation result, which the plateau schedule needs."""
+
+    def __init__(self, cfg: TrainConfig, steps_per_epoch: int) -> None:
+        self.cfg = cfg
+        self.steps_per_epoch = max(1, steps_per_epoch)
+        self.warmup_steps = round(cfg.warmup_epochs * self.steps_per_epoch)
+        self.total_steps = cfg.epochs * self.steps_per_epoch
+        self.scale = 1.0  # what the plateau reductions left of the peak
+
+    def at(self, step: int) -> float:
+        """The learning rate for optimiser step `step` (0-based, counted over the whole run)."""
+        lr = self.cfg.lr * self.scale
+        if step < self.warmup_steps:
+            return lr * (step + 1) / self.warmup_steps
+        if self.cfg.lr_schedule == "cosine":
+            progress = (step - self.warmup_steps) / max(1, self.total_steps - self.warmup_steps)
+            return lr * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+        return lr
+
+    def epoch_end(self, improved: bool) -> None:
+        if self.cfg.lr_schedule == "plateau" and not improved:
+            self.scale *= self.cfg.plateau_factor
+
+
+def still_improving(history: list[dict], patience: int) -> str | None:
+    """A note when the best validation epoch is the last one run: the epoch cap, not early stopping,
+    ended training, and more epochs may help. None otherwise."""
+    epochs = [h for h in history if "valid_macro_f1_tuned" in h]
+    if len(epochs) < 2:
+        return None
+    best = max(epochs, key=lambda h: (h["valid_macro_f1_tuned"], -h["epoch"]))
+    last = epochs[-1]["epoch"]
+    if best["epoch"] != last:
+        return None
+    more = max(patience, math.ceil(last / 2))
+    return (f"validation macro-F1 was still improving at the last epoch ({last}, "
+            f"{best['valid_macro_f1_tuned']:.4f}): training stopped at the epoch cap, not by early stopping. "
+            f"Run about {more} more epochs (--epochs {last + more}); early stopping ends the run once "
+            f"validation stops improving.")
 
 
 @dataclass
@@ -245,7 +327,8 @@ def fit(prep: Prepared, cfg: TrainConfig) -> TrainResult:
     encoded = [prep.vocab.encode(t, cfg.max_len) for t in prep.tokens["train"]]
     y_train = torch.from_numpy(prep.y["train"])
     rng = random.Random(cfg.seed)
-    best_f1, best_state, best_epoch, history, epoch_seconds = -1.0, None, 0, [], []
+    schedule = LearningRate(cfg, math.ceil(len(encoded) / cfg.batch_size))
+    best_f1, best_state, best_epoch, history, epoch_seconds, global_step = -1.0, None, 0, [], [], 0
     for epoch in range(1, cfg.epochs + 1):
         net.train()
         t0 = time.perf_counter()
@@ -255,6 +338,9 @@ def fit(prep: Prepared, cfg: TrainConfig) -> TrainResult:
         total = 0.0
         for step, batch in enumerate(bar, start=1):
             ids, mask = pad_batch([encoded[i] for i in batch], device)
+            for group in optimiser.param_groups:
+                group["lr"] = schedule.at(global_step)
+            global_step += 1
             loss = loss_fn(net(ids, mask).logits, y_train[batch].to(device))
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
@@ -265,16 +351,19 @@ def fit(prep: Prepared, cfg: TrainConfig) -> TrainResult:
             if step % 20 == 0:
                 bar.set_postfix(loss=f"{total / step:.3f}")
         epoch_seconds.append(time.perf_counter() - t0)
+        epoch_lr = schedule.at(global_step - 1)  # the rate of the epoch's last step
         valid_scores = _predict_scores(net, prep, "valid", cfg, device)
         tuned = tune_thresholds(prep.y["valid"], valid_scores)
         f1 = evaluate(prep.y["valid"], valid_scores, tuned)["all"]["macro_f1"]
         f1_fixed = evaluate(prep.y["valid"], valid_scores, 0.5)["all"]["macro_f1"]
         history.append({"epoch": epoch, "loss": total / max(1, len(batches)), "valid_macro_f1_tuned": f1,
-                        "valid_macro_f1_0.5": f1_fixed, "seconds": epoch_seconds[-1]})
+                        "valid_macro_f1_0.5": f1_fixed, "lr": epoch_lr, "seconds": epoch_seconds[-1]})
         if cfg.progress:
             tqdm.write(f"  epoch {epoch}: loss {history[-1]['loss']:.4f}  valid macro-F1 {f1:.4f} (tuned) "
                        f"{f1_fixed:.4f} (0.5)  {epoch_seconds[-1]:.1f}s")
-        if f1 > best_f1:
+        improved = f1 > best_f1
+        schedule.epoch_end(improved)
+        if improved:
             best_f1, best_epoch = f1, epoch
             best_state = copy.deepcopy(net.state_dict())
         elif epoch - best_epoch >= cfg.patience:

@@ -36,10 +36,9 @@ class DemoConfig:
     n_train: int = 6000
     n_stream: int = 3000
     reuse_model: bool = False
-    epochs: int = 6
-    dim: int = 64
-    lr: float = 1e-2
-    batch_size: int = 64
+    preset: str = "small"  # `fmlc train --preset small`: the default schedule at 64 dimensions
+    epochs: int | None = None  # None: the preset's
+    batch_size: int = 64  # the worker's micro-batch
     max_wait_ms: int = 25
     repeat_share: float = 0.15  # resent texts (new ids) that the cache should answer
     bad_share: float = 0.01  # malformed messages that must end in the dead-letter topic
@@ -62,9 +61,9 @@ def ensure_model(cfg: DemoConfig) -> Path:
         return model
     train = cfg.workdir / "train.jsonl"
     _fmlc("synth", "--n", str(cfg.n_train), "--seed", "0", "--out", str(train))
+    epochs = ["--epochs", str(cfg.epochs)] if cfg.epochs else []
     _fmlc("train", "--data", str(train), "--out", str(model), "--model", "fmlc", "--loss", "asl",
-          "--epochs", str(cfg.epochs), "--lr", str(cfg.lr), "--embed-dim", str(cfg.dim), "--hidden", str(cfg.dim),
-          "--graph-dim", str(cfg.dim), "--max-len", "128",
+          "--preset", cfg.preset, *epochs,
           # One thread: two OpenMP threads on a busy 2-core machine ran GRU training 5-100x slower (measured).
           "--threads", "1")
     return model
