@@ -57,7 +57,9 @@ def main() -> None:
         records = _subset(records, args.docs, 0)
     splits = split_records(records, seed=0)
     dims = dict(embed_dim=args.dim, hidden=args.dim, attn_dim=args.dim, graph_dim=args.dim, filters=args.dim)
-    common = dict(epochs=args.epochs, batch_size=args.batch_size, max_len=args.max_len, lr=1e-3,
+    # A constant rate, as the peer trains with (the timings do not depend on it).
+    common = dict(epochs=args.epochs, batch_size=args.batch_size, max_len=args.max_len, lr=1e-3, lr_schedule="constant",
+                  warmup_epochs=0.0,
                   patience=args.epochs + 1, threads=args.threads, progress=False, **dims)
     t0 = time.perf_counter()
     prep = prepare(splits, TrainConfig(**common))
