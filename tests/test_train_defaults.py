@@ -145,3 +145,28 @@ def test_experiment_grid_records_and_reports_its_preset() -> None:
     line = _settings_line(asdict(paper), {})
     assert "preset paper with lr changed" in line and "Adam lr 0.001 (constant)" in line
     assert "preset default:" in _settings_line(asdict(default), {})
+
+
+def test_defaults_study_table_curves_index_and_resume(tmp_path: Path) -> None:
+    from training.defaults_study import best_valid, index, run
+
+    tiny = {"embed_dim": 8, "hidden": 8, "attn_dim": 8, "graph_dim": 8, "max_len": 32, "w2v_epochs": 1, "epochs": 2}
+    out = tmp_path / "synth"
+    results = run("synth:300:1", out, ["defaults", "paper"], base=tiny)
+    runs = results["runs"]
+    assert runs["paper"]["settings"]["lr"] == 1e-4 and runs["defaults"]["settings"]["lr_schedule"] == "plateau"
+    for r in runs.values():
+        assert r["epochs_run"] == len(r["history"]) <= 2
+        assert max(h["valid_macro_f1"] for h in r["history"]) == pytest.approx(r["valid_macro_f1"])
+        assert (r["still_improving"] is not None) == (r["best_epoch"] == r["epochs_run"] == 2)
+    name, best = best_valid(results)
+    assert best == max(r["valid_macro_f1"] for r in runs.values()) and name in runs
+    report = (out / "report.md").read_text()
+    assert "| **defaults** |" in report and "| paper |" in report and f"{100 * best:.2f} ({name})" in report
+    assert (out / "learning_curves.png").stat().st_size > 5000
+    index(tmp_path)
+    readme = (tmp_path / "README.md").read_text()
+    assert f"--data synth:300:1 --out {out} --variants defaults,paper" in readme
+    assert "| [synth](synth/report.md) |" in readme
+    again = run("synth:300:1", out, ["defaults", "paper"], base=tiny)  # resumes: nothing trained again
+    assert again["runs"] == json.loads(json.dumps(runs))

@@ -6,6 +6,7 @@ data set, compared by validation macro-F1 (the test split is reported, never use
     python -m training.defaults_study --data ../shared/data/ccks2019_fin --out reports/defaults/ccks2019_fin \\
         --variants defaults --reference reports/ccks2019_fin
     python -m training.defaults_study --render reports/defaults/synth3000 [--render ...]   # tables and plots
+    python -m training.defaults_study --index reports/defaults     # reports/defaults/README.md
 
 `synth:N:SEED` is `fmlc synth --n N --seed SEED`. The data is loaded, split and prepared the way
 `fmlc train` does it (split seed 0, one word2vec draw shared by the variants of one dimension), so
@@ -62,13 +63,14 @@ def load_data(data: str) -> tuple[list[Record], dict]:
 
 
 def run(data: str, out: Path, variants: list[str], threads: int | None = 1, seed: int = 0,
-        reference: str | None = None) -> dict:
+        reference: str | None = None, base: dict | None = None) -> dict:
+    """`base`: TrainConfig values applied over every variant (small dimensions for a smoke test)."""
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown:
         raise ValueError(f"unknown variants {unknown}; choose from {', '.join(VARIANTS)}")
     out.mkdir(parents=True, exist_ok=True)
     path = out / "results.json"
-    setup = {"data": data, "seed": seed}
+    setup = {"data": data, "seed": seed} | ({"base": base} if base else {})
     old = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
     resuming = old.get("setup") == setup
     records, info = load_data(data)
@@ -79,11 +81,11 @@ def run(data: str, out: Path, variants: list[str], threads: int | None = 1, seed
     def prepared(dim: int) -> tuple:  # one word2vec draw per embedding size, shared by its variants
         if dim not in preps:
             name = "vectors.npz" if dim == TrainConfig.embed_dim else f"vectors{dim}.npz"
-            preps[dim] = prepare_reusing_vectors(splits, TrainConfig(seed=seed, embed_dim=dim, progress=False),
-                                                 out / name, reuse=resuming)
+            prep_cfg = TrainConfig(**((base or {}) | {"seed": seed, "embed_dim": dim, "progress": False}))
+            preps[dim] = prepare_reusing_vectors(splits, prep_cfg, out / name, reuse=resuming)
         return preps[dim]
 
-    prep, _ = prepared(TrainConfig.embed_dim)
+    prep, _ = prepared(TrainConfig(**(base or {})).embed_dim)
     info["labels"] = len(prep.labels)
     results: dict = {"setup": setup, "data": info, "defaults": asdict(TrainConfig()),
                      "runs": old.get("runs", {}) if resuming else {}}
@@ -93,7 +95,8 @@ def run(data: str, out: Path, variants: list[str], threads: int | None = 1, seed
         if name in results["runs"]:
             continue
         what, preset, overrides = VARIANTS[name]
-        cfg = TrainConfig.from_preset(preset, **overrides, seed=seed, threads=threads, progress=False)
+        cfg = TrainConfig.from_preset(preset, **(overrides | (base or {}) | {"seed": seed, "threads": threads,
+                                                                              "progress": False}))
         console.print(f"[bold cyan]{name}[/]: {what}")
         t0 = time.perf_counter()
         prep, vectors_id = prepared(cfg.embed_dim)
@@ -181,6 +184,35 @@ def render(out: Path) -> None:
     _curves(results, out)
 
 
+def index(folder: Path) -> None:
+    """reports/defaults/README.md: the defaults against the best validation macro-F1 on every study."""
+    lines = ["# `fmlc train`'s defaults, measured", "",
+             "One row per data set: what `fmlc train --data DATA` with nothing else set reaches, against the best "
+             "validation macro-F1 of any setting measured on the same split (the study's other variants and, "
+             "where given, the FMLC/ASL runs of the experiment grid). Macro-F1 in %, thresholds tuned on "
+             "validation. Details, every variant and learning curves: each folder's report.md. Regenerate:", "",
+             "```bash"]
+    rows = []
+    for sub in sorted(p for p in folder.iterdir() if (p / "results.json").exists()):
+        results = json.loads((sub / "results.json").read_text(encoding="utf-8"))
+        variants = ",".join(results["runs"])
+        ref = f" --reference {results['reference']['grid']}" if results.get("reference") else ""
+        lines.append(f"python -m training.defaults_study --data {results['setup']['data']} --out {sub} "
+                     f"--variants {variants}{ref}")
+        d = results["runs"].get("defaults")
+        if d is None:
+            continue
+        best_name, best = best_valid(results)
+        rows.append(f"| [{sub.name}]({sub.name}/report.md) | {results['data']['labels']} | {d['best_epoch']} / "
+                    f"{d['epochs_run']} | {100 * d['valid_macro_f1']:.2f} | {100 * best:.2f} ({best_name}) | "
+                    f"{100 * (d['valid_macro_f1'] - best):+.2f} | {100 * d['test_macro_f1']:.2f} | "
+                    f"{100 * d['test_macro_f1_0.5']:.2f} | {'yes' if d.get('still_improving') else 'no'} |")
+    lines += [f"python -m training.defaults_study --index {folder}", "```", "",
+              "| data | labels | defaults: best epoch / run | valid | best valid (by) | defaults − best | test (tuned) "
+              "| test (0.5) | still improving at the cap |", "|---|---|---|---|---|---|---|---|---|", *rows, ""]
+    (folder / "README.md").write_text("\n".join(lines), encoding="utf-8")
+
+
 def _curves(results: dict, out: Path) -> None:
     fig, (ax, ax_lr) = plt.subplots(1, 2, figsize=(11, 4))
     for n, (name, r) in enumerate(sorted(results["runs"].items())):
@@ -209,10 +241,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--reference", help="an experiment grid on the same split, e.g. reports/ccks2019_fin")
     ap.add_argument("--render", type=Path, action="append", help="re-render a finished study folder")
+    ap.add_argument("--index", type=Path, help="write FOLDER/README.md from the studies under FOLDER")
     args = ap.parse_args(argv)
-    if args.render:
-        for folder in args.render:
+    if args.render or args.index:
+        for folder in args.render or []:
             render(folder)
+        if args.index:
+            index(args.index)
         return
     if not args.data or not args.out:
         ap.error("--data and --out are required")
