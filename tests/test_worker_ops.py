@@ -316,15 +316,11 @@ def test_tokenizer_requests_time_out_and_a_stopped_child_is_replaced_and_counted
         with pytest.raises(ProcessLookupError):
             os.kill(stopped, 0)  # killed and reaped, not left behind stopped
         stopped = None
-        # The next request starts a new child, which is sent the config again.
+        # The next request starts a new child, which is sent the config again. (A child that dies
+        # between requests is replaced too: test_worker_units' tokenizer test.)
         proc.timeout_s = 15.0
         assert proc.tokenize("a", local.to_config(), 64, ["提现不到账"]) == [local.tokenize("提现不到账")]
-        # A child that dies between requests: replaced and counted.
-        assert proc._proc is not None
-        proc._proc.kill()
-        proc._proc.wait()
-        assert proc.tokenize("a", local.to_config(), 64, ["客服"]) == [local.tokenize("客服")]
-        assert restarts == ["timeout", "exited"]
+        assert restarts == ["timeout"]
     finally:
         if stopped is not None:
             with contextlib.suppress(ProcessLookupError):
