@@ -191,6 +191,22 @@ def test_http_server_drops_idle_connections_and_bounds_its_threads() -> None:
         server.stop()
 
 
+def test_healthz_answers_a_reason_code_never_the_error_text() -> None:
+    from worker.app import WorkerApp
+
+    app = WorkerApp(WorkerSettings(stall_timeout_s=5))  # nothing started: only the checks are exercised
+    assert app._live() == (True, {"reason": "ok", "loop_age_s": pytest.approx(0, abs=1)})
+    app.fail(RuntimeError(f"SASL authentication failed for fmlc:{PLANTED}@broker"))
+    ok, body = app._live()
+    assert not ok and body["reason"] == "fatal_error"
+    assert PLANTED not in json.dumps(body) and "SASL" not in json.dumps(body)
+    ready_ok, ready = app._ready()
+    assert not ready_ok and ready["reason"] == "fatal_error" and PLANTED not in json.dumps(ready)
+    stalled = WorkerApp(WorkerSettings(stall_timeout_s=5))
+    stalled._loop_beat -= 6
+    assert stalled._live()[1]["reason"] == "consume_loop_stalled"
+
+
 def test_an_idle_connection_is_closed_by_the_server() -> None:
     server = HealthServer("127.0.0.1", 0, WorkerMetrics().registry, live=lambda: (True, {}),
                           ready=lambda: (True, {}), timeout_s=0.3).start()
