@@ -394,7 +394,7 @@ def test_a_stopped_tokenizer_child_turns_healthz_red_and_the_worker_recovers(
             with pytest.raises(ProcessLookupError):
                 os.kill(stopped, 0)
             stopped = None
-            assert w.metric("fmlc_tokenizer_restarts_total", reason="timeout") == 1
+            assert w.metric("fmlc_tokenizer_restarts_total", reason="timeout") >= 1
             assert w.metric("fmlc_messages_total", outcome="dead_letter") == 0
             assert w.metric("fmlc_stage_stall_seconds", stage="tokenizer") == 0
         finally:
