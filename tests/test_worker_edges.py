@@ -123,6 +123,11 @@ def test_records_the_client_cannot_decode_become_dead_letters_and_the_partition_
         send_good(1)
         bad_offsets.append(plain.send(s.input_topic, key=b"hdr", value=complaint("hdr", "借款"),
                                       headers=[(_NotUtf8("x"), b"v")]).get(10).offset)
+        # A batch whose CRC does not match its bytes (the broker stores it as it came).
+        with monkeypatch.context() as m:
+            crc = default_records.calc_crc32c
+            m.setattr(default_records, "calc_crc32c", lambda data: (crc(data) + 1) & 0xFFFFFFFF)
+            bad_offsets.append(plain.send(s.input_topic, key=b"crc", value=complaint("crc", "借款")).get(10).offset)
         send_good(2)
     finally:
         plain.close(5)
@@ -131,10 +136,10 @@ def test_records_the_client_cannot_decode_become_dead_letters_and_the_partition_
     with InProcessWorker(s) as w:
         w.wait_ready()
         reader = TopicReader(kafka_broker, s.output_topic, s.dlq_topic)
-        reader.wait(lambda r: len(ids_in(r, s.output_topic)) >= 3 and len(reader.of(s.dlq_topic)) >= 3, 40,
+        reader.wait(lambda r: len(ids_in(r, s.output_topic)) >= 3 and len(reader.of(s.dlq_topic)) >= 4, 40,
                     "good messages answered and bad ones dead-lettered")
-        wait_for(lambda: w.metric("fmlc_dead_letters_total", reason="undecodable") == 3, 10, "dlq counter")
-        assert w.metric("fmlc_poll_errors_total", kind="undecodable") == 3
+        wait_for(lambda: w.metric("fmlc_dead_letters_total", reason="undecodable") == 4, 10, "dlq counter")
+        assert w.metric("fmlc_poll_errors_total", kind="undecodable") == 4
         assert w.app._live()[0], "the worker stays live"
         assert w.stop() == 0
     reader.drain()
