@@ -37,7 +37,8 @@ def dict_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     user_dict.write_text("暴力催收\n砍头息 5\n", encoding="utf-8")
     model = root / "model"
     result = runner.invoke(app, ["train", "--data", str(data), "--out", str(model), "--model", "linear",
-                                 "--user-dict", str(user_dict), "--quiet"])
+                                 "--user-dict", str(user_dict), "--embed-dim", "16", "--w2v-epochs", "1",
+                                 "--quiet"])
     assert result.exit_code == 0, result.output
     user_dict.unlink()  # the served model must not need it
     return model
