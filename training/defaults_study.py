@@ -156,7 +156,7 @@ def render(out: Path) -> None:
              "one word2vec draw per dimension shared by its rows. Macro-F1 in %, thresholds tuned on validation; "
              "the settings were compared on validation only.",
              "", "| variant | settings | best epoch / run | valid macro-F1 | − best valid | test macro-F1 (tuned) "
-             "| test macro-F1 (0.5) | minutes |", "|---|---|---|---|---|---|---|---|"]
+             "| test macro-F1 (0.5) | wall minutes |", "|---|---|---|---|---|---|---|---|"]
     for name, r in sorted(runs.items(), key=lambda kv: -kv[1]["valid_macro_f1"]):
         s = r["settings"]
         dim = "" if s.get("embed_dim", 300) == 300 else f"dim {s['embed_dim']}, "
@@ -173,6 +173,10 @@ def render(out: Path) -> None:
                          f"own word2vec draw) | ? / {r['epochs_run']} | {100 * r['valid_macro_f1']:.2f} | "
                          f"{100 * (r['valid_macro_f1'] - best):+.2f} | {100 * r['test_macro_f1']:.2f} | | |")
     lines += ["", f"Best validation macro-F1 reached: {100 * best:.2f} ({best_name})."]
+    if ref:
+        lines.append("The grid rows are the experiment grid's FMLC/ASL runs on this split (its seed N is this "
+                     "study's --seed N; other seeds vary the initialisation), at the committed grids' setting.")
+    lines.append("Wall minutes are on a shared 2-core machine with one torch thread: compare them within a table only.")
     if "defaults" in runs:
         gap = 100 * (best - runs["defaults"]["valid_macro_f1"])
         lines.append(f"The defaults are {gap:.2f} points below it ({'within' if gap <= 1 else 'NOT within'} 1 point).")
