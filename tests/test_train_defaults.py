@@ -42,7 +42,7 @@ def test_defaults_and_paper_preset() -> None:
     assert TrainConfig.from_preset("paper", lr=1e-3, epochs=None).lr == 1e-3
     assert TrainConfig.from_preset("paper", lr=1e-3, epochs=None).epochs == 10
     small = TrainConfig.from_preset("small")
-    assert small.embed_dim == small.hidden == 64 and small.lr == cfg.lr
+    assert small.embed_dim == small.hidden == 64 and (small.lr, small.lr_schedule) == (3e-3, "plateau")
     with pytest.raises(ValueError, match="unknown preset"):
         TrainConfig.from_preset("fast")
     with pytest.raises(ValueError, match="lr_schedule"):

@@ -48,6 +48,8 @@ VARIANTS: dict[str, tuple[str, str, dict]] = {
     "batch64": ("defaults at batch 64", "default", {"batch_size": 64}),
     "patience5": ("defaults with patience 5", "default", {"patience": 5}),
     "small": ("`--preset small` (64 dimensions, what the demo trains)", "small", {}),
+    "small-30": ("64 dimensions, up to 30 epochs", "small", {"epochs": 30}),
+    "small-lr3e-3": ("64 dimensions, lr 3e-3", "small", {"lr": 3e-3}),
 }
 
 
