@@ -1275,7 +1275,7 @@ def summary(name: str, r: dict) -> str:
                 f"{r['batch_size']}; bound {r['bound']})")
     if name in ("broker_freeze", "worker_freeze"):
         return (f"{r['frozen']} frozen {r['freeze_s']:.0f} s "
-                f"(session {r['settings']['session_timeout_ms'] / 1000:.0f} s), "
+                f"(session timeout {r['settings']['session_timeout_ms'] / 1000:.0f} s), "
                 f"{c['inputs']} inputs, missing {c['missing']}, duplicates {c['duplicates']}, first output "
                 f"{r['first_new_output_after_resume_s'] or float('nan'):.1f} s after resume; group rebalanced: "
                 f"{'yes' if r['group_rebalanced'] else 'no'}")
