@@ -158,22 +158,13 @@ class WorkerSettings(BaseSettings):
     shutdown_timeout_s: float = Field(20.0, gt=0)
     log_level: str = "INFO"
 
-    @field_validator("redis_url", "transactional_id", "instance_id", "device", "sasl_username", mode="before")
+    @field_validator("redis_url", "transactional_id", "instance_id", "device", "sasl_username", "alert_rules",
+                     "ssl_cafile", "ssl_certfile", "ssl_keyfile", mode="before")
     @classmethod
     def _empty_is_none(cls, value: Any) -> Any:
-        return None if isinstance(value, str) and not value.strip() else value
-
-    @field_validator("alert_rules", "ssl_cafile", "ssl_certfile", "ssl_keyfile", mode="before")
-    @classmethod
-    def _empty_path_is_none(cls, value: Any) -> Any:
-        return None if isinstance(value, str) and not value.strip() else value
-
-    @field_validator("redis_url", mode="before")
-    @classmethod
-    def _empty_secret_is_none(cls, value: Any) -> Any:
-        if isinstance(value, SecretStr) and not value.get_secret_value().strip():
-            return None
-        return value
+        # A SecretStr arrives when the settings are built in code (tests, the demo), a str from the env.
+        text = value.get_secret_value() if isinstance(value, SecretStr) else value
+        return None if isinstance(text, str) and not text.strip() else value
 
     @field_validator("log_level", mode="before")
     @classmethod
