@@ -56,7 +56,7 @@ def write_results(name: str, payload: dict, markdown: list[str]) -> None:
     (RESULTS / f"{name}.md").write_text("\n".join(markdown) + "\n", encoding="utf-8")
 
 
-def rate(fn, n_items: int, repeat: int = 3) -> float:  # noqa: ANN001
+def rate(fn, n_items: int, repeat: int = 3) -> float:
     """Items per second, best of `repeat` runs (the least disturbed by the rest of the machine)."""
     best = float("inf")
     for _ in range(repeat):

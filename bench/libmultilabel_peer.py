@@ -73,7 +73,7 @@ def ensure_peer_environment() -> None:
     warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)
     warnings.filterwarnings("ignore", message="Attribute 'network' is an instance of `nn.Module`")
     try:
-        import libmultilabel.linear  # noqa: F401
+        import libmultilabel.linear
         import libmultilabel.nn.nn_utils  # noqa: F401
         return
     except ImportError as exc:

@@ -18,12 +18,12 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
+import matplotlib.pyplot as plt
+import torch
 
-from bench.common import REPO, RESULTS, machine, rate, train_bench_model, write_results  # noqa: E402
-from fmlc import Predictor  # noqa: E402
-from fmlc.metrics import evaluate, to_matrix  # noqa: E402
+from bench.common import REPO, RESULTS, machine, rate, train_bench_model, write_results
+from fmlc import Predictor
+from fmlc.metrics import evaluate, to_matrix
 
 
 def main() -> None:

@@ -120,7 +120,7 @@ class Predictor:
         _texts_not_str(texts, "tokenize")
         return self.tokenizer.tokenize_many(texts, self.max_len)
 
-    def _autocast(self):  # noqa: ANN202 - context manager type differs by branch
+    def _autocast(self):
         if self._device.type == "cuda":
             return torch.autocast("cuda", dtype=torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16)
         return nullcontext()

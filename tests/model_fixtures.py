@@ -33,7 +33,7 @@ def tiny_splits() -> dict[str, list[Doc]]:
 
 
 @pytest.fixture(scope="session")
-def tiny_training(tiny_splits: dict[str, list[Doc]], tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
+def tiny_training(tiny_splits: dict[str, list[Doc]], tmp_path_factory: pytest.TempPathFactory):
     from training.trainer import TrainConfig, train
 
     out = tmp_path_factory.mktemp("models") / "tiny-fmlc"
@@ -41,5 +41,5 @@ def tiny_training(tiny_splits: dict[str, list[Doc]], tmp_path_factory: pytest.Te
 
 
 @pytest.fixture(scope="session")
-def tiny_model_dir(tiny_training) -> Path:  # noqa: ANN001
+def tiny_model_dir(tiny_training) -> Path:
     return tiny_training.path

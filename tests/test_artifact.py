@@ -9,7 +9,7 @@ from fmlc import Predictor
 from fmlc.artifact import ArtifactError, load, save
 
 
-def test_round_trip_gives_identical_scores(tiny_training, tiny_splits, tmp_path: Path) -> None:  # noqa: ANN001
+def test_round_trip_gives_identical_scores(tiny_training, tiny_splits, tmp_path: Path) -> None:
     texts = [d.text for d in tiny_splits["test"][:64]]
     first = Predictor.load(tiny_training.path, device="cpu")
     scores = first.scores(first.tokenize(texts))
@@ -45,7 +45,7 @@ def test_missing_directory_error_says_what_to_do(tmp_path: Path) -> None:
         Predictor.load(tmp_path / "nope")
 
 
-def test_predictions_carry_scores_and_evidence_from_the_text(tiny_model_dir: Path, tiny_splits) -> None:  # noqa: ANN001
+def test_predictions_carry_scores_and_evidence_from_the_text(tiny_model_dir: Path, tiny_splits) -> None:
     predictor = Predictor.load(tiny_model_dir)
     docs = tiny_splits["test"][:40]
     preds = predictor.predict([d.text for d in docs])
@@ -61,7 +61,7 @@ def test_predictions_carry_scores_and_evidence_from_the_text(tiny_model_dir: Pat
             assert ls.evidence and set(ls.evidence) <= tokens
 
 
-def test_length_aware_batching_gives_the_same_scores(tiny_model_dir: Path, tiny_splits) -> None:  # noqa: ANN001
+def test_length_aware_batching_gives_the_same_scores(tiny_model_dir: Path, tiny_splits) -> None:
     predictor = Predictor.load(tiny_model_dir)
     tokens = predictor.tokenize([d.text for d in tiny_splits["test"][:50]])
     np.testing.assert_allclose(predictor.scores(tokens, batch_size=8, length_aware=True),

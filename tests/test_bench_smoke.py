@@ -16,7 +16,7 @@ import pytest
 pytestmark = pytest.mark.slow
 
 
-def test_throughput_bench_core_runs_and_reports_sane_numbers(kafka_broker, worker_model_dir: Path,  # noqa: ANN001
+def test_throughput_bench_core_runs_and_reports_sane_numbers(kafka_broker, worker_model_dir: Path,
                                                              tmp_path: Path) -> None:
     from bench.worker_throughput import BenchConfig, markdown, run_bench
     from training.synth import generate
@@ -59,7 +59,7 @@ def test_throughput_bench_core_runs_and_reports_sane_numbers(kafka_broker, worke
     assert any("worker_vs_limit" in line for line in markdown(p))
 
 
-def test_worker_ab_interleaves_variants_and_passes_their_settings(kafka_broker, worker_model_dir: Path,  # noqa: ANN001
+def test_worker_ab_interleaves_variants_and_passes_their_settings(kafka_broker, worker_model_dir: Path,
                                                                   tmp_path: Path) -> None:
     from bench.worker_ab import markdown, parse_variant, run_ab
     from bench.worker_throughput import BenchConfig

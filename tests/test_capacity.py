@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 OPERATIONS = ROOT / "docs" / "operations.md"
 
 
-def load_render():  # noqa: ANN201
+def load_render():
     spec = importlib.util.spec_from_file_location("k8s_render_cap", ROOT / "deploy" / "k8s" / "render.py")
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)
@@ -95,7 +95,7 @@ def test_manifests_are_sized_by_the_worked_case(model: dict) -> None:
     assert 3 <= render.LAG_PER_REPLICA / model["replica"]["planned_docs_per_s"] <= 10
 
 
-def test_measurement_runs_on_a_real_redis(worker_model_dir: Path, redis_server, tmp_path: Path) -> None:  # noqa: ANN001
+def test_measurement_runs_on_a_real_redis(worker_model_dir: Path, redis_server, tmp_path: Path) -> None:
     """bench.capacity's measuring half at toy size: the worker's own cache code writes the entries
     into a real Redis, which reports their size; nothing is left behind."""
     import redis

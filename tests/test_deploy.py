@@ -325,7 +325,7 @@ def test_prometheus_scrapes_the_worker_metrics_port() -> None:
 
 # --- docker-compose.yml --------------------------------------------------------------------------
 
-def compose_schema_validator():  # noqa: ANN201
+def compose_schema_validator():
     import importlib.resources
 
     import jsonschema
@@ -601,13 +601,13 @@ def test_services_named_in_the_docs_exist() -> None:
 
 # --- Dockerfile ----------------------------------------------------------------------------------
 
-def dockerfile_commands():  # noqa: ANN201
+def dockerfile_commands():
     import dockerfile  # BuildKit's own parser
 
     return dockerfile.parse_file(str(DOCKERFILE))
 
 
-def stages(commands) -> list[list]:  # noqa: ANN001
+def stages(commands) -> list[list]:
     out: list[list] = []
     for command in commands:
         if command.cmd == "FROM":
@@ -774,7 +774,7 @@ def test_promql_selector_extraction() -> None:
 
 # --- deploy/replay.py ----------------------------------------------------------------------------
 
-def load_replay():  # noqa: ANN201
+def load_replay():
     import importlib.util
 
     spec = importlib.util.spec_from_file_location("fmlc_deploy_replay", DEPLOY / "replay.py")

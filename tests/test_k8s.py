@@ -37,7 +37,7 @@ from test_deploy import resolved_compose, tool, worker_env  # noqa: E402
 CRD_GROUPS = ("keda.sh/", "monitoring.coreos.com/")
 
 
-def load_render():  # noqa: ANN201
+def load_render():
     spec = importlib.util.spec_from_file_location("k8s_render", K8S / "render.py")
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)
@@ -318,7 +318,7 @@ def test_custom_resources_use_the_documented_fields() -> None:
     ("PodMonitor", "base/podmonitor.yaml", lambda d: d["spec"].update(endpoints=[])),
     ("PrometheusRule", "base/prometheusrule.yaml", lambda d: d["spec"]["groups"][0]["rules"][0].pop("alert")),
 ])
-def test_custom_resource_checks_reject_mistakes(kind: str, path: str, mutate) -> None:  # noqa: ANN001
+def test_custom_resource_checks_reject_mistakes(kind: str, path: str, mutate) -> None:
     d = copy.deepcopy(one(path, kind))
     mutate(d)
     with pytest.raises(jsonschema.ValidationError):

@@ -5,7 +5,7 @@ from fmlc.metrics import evaluate, tune_thresholds
 from training.trainer import TrainConfig
 
 
-def test_tiny_fmlc_clearly_beats_a_frequency_baseline(tiny_training) -> None:  # noqa: ANN001
+def test_tiny_fmlc_clearly_beats_a_frequency_baseline(tiny_training) -> None:
     art = tiny_training.artifact
     prior = np.asarray(art.train_counts, dtype=np.float64) / max(art.train_counts)
     # The baseline gets the same advantage as the model: thresholds tuned on validation.
@@ -24,7 +24,7 @@ def test_tiny_fmlc_clearly_beats_a_frequency_baseline(tiny_training) -> None:  #
     assert model["macro_f1"] > baseline["macro_f1"] + 0.1, (model, baseline)
 
 
-def test_training_history_and_metrics_are_recorded(tiny_training) -> None:  # noqa: ANN001
+def test_training_history_and_metrics_are_recorded(tiny_training) -> None:
     m = tiny_training.metrics
     assert [h["epoch"] for h in m["history"]][0] == 1
     assert sum(h["best"] for h in m["history"]) == 1
@@ -43,7 +43,7 @@ def test_config_validation() -> None:
         TrainConfig(graph="dense")
 
 
-def test_embedding_init_random_drops_the_word2vec_vectors(tiny_splits) -> None:  # noqa: ANN001
+def test_embedding_init_random_drops_the_word2vec_vectors(tiny_splits) -> None:
     from model_fixtures import TINY
 
     from training.trainer import _init_model, prepare

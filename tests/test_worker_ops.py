@@ -238,7 +238,7 @@ def _start_redis_with_password(password: str, workdir: Path) -> tuple[subprocess
 
 @pytest.mark.slow
 def test_a_live_worker_at_debug_level_leaks_no_planted_secret(
-        kafka_broker, redis_server, worker_model_dir: Path, tmp_path: Path) -> None:  # noqa: ANN001
+        kafka_broker, redis_server, worker_model_dir: Path, tmp_path: Path) -> None:
     from test_worker import TopicReader, complaint, docs, ids_in, produce, settings_for, worker_process
 
     from bench.streamkit import wait_for
@@ -354,7 +354,7 @@ def test_the_commit_budget_is_well_below_the_liveness_limit() -> None:
 
 @pytest.mark.slow
 def test_a_stopped_tokenizer_child_turns_healthz_red_and_the_worker_recovers(
-        kafka_broker, redis_server, worker_model_dir: Path) -> None:  # noqa: ANN001
+        kafka_broker, redis_server, worker_model_dir: Path) -> None:
     from test_worker import InProcessWorker, TopicReader, complaint, docs, ids_in, produce, settings_for
 
     from bench.streamkit import wait_for
@@ -447,7 +447,7 @@ class _Poison(_Wrapped):
         return self.real.predict_tokens(tokens, batch_size=batch_size)  # type: ignore[attr-defined]
 
 
-def _bare_pipeline(**settings: object):  # noqa: ANN202
+def _bare_pipeline(**settings: object):
     from worker.pipeline import Pipeline
     from worker.progress import StageProgress
 
@@ -497,7 +497,7 @@ def test_out_of_memory_on_a_single_text_is_retried_after_a_pause_and_not_dead_le
 
 
 def test_two_poison_texts_in_one_batch_are_dead_letters_not_a_crash_loop(
-        kafka_broker, redis_server, worker_model_dir: Path) -> None:  # noqa: ANN001
+        kafka_broker, redis_server, worker_model_dir: Path) -> None:
     from test_worker import InProcessWorker, TopicReader, complaint, docs, produce, settings_for
 
     from bench.streamkit import committed_and_end
@@ -571,7 +571,7 @@ def test_the_worker_registry_has_process_metrics() -> None:
 
 @pytest.mark.slow
 def test_lag_is_fresh_while_paused_and_rebalances_drops_redis_and_acks_are_counted(
-        kafka_broker, redis_server, worker_model_dir: Path) -> None:  # noqa: ANN001
+        kafka_broker, redis_server, worker_model_dir: Path) -> None:
     from test_worker import InProcessWorker, TopicReader, complaint, docs, ids_in, produce, settings_for
 
     from bench.streamkit import committed_and_end, wait_for

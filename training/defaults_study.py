@@ -27,11 +27,11 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
-from training.data import Record, load_path, split_records  # noqa: E402
-from training.experiment import console, prepare_reusing_vectors  # noqa: E402
-from training.trainer import TrainConfig, fit, still_improving  # noqa: E402
+from training.data import Record, load_path, split_records
+from training.experiment import console, prepare_reusing_vectors
+from training.trainer import TrainConfig, fit, still_improving
 
 # variant → (what it is, preset, TrainConfig overrides of that preset)
 VARIANTS: dict[str, tuple[str, str, dict]] = {

@@ -107,7 +107,7 @@ def train_config(cfg: ExperimentConfig, method: str, seed: int) -> TrainConfig:
     return TrainConfig.from_preset(cfg.preset, **(cfg.base | METHODS[method] | {"seed": seed, "epochs": epochs}))
 
 
-def _inference_rate(result_net_cfg: TrainConfig, prep: Prepared, result) -> float:  # noqa: ANN001
+def _inference_rate(result_net_cfg: TrainConfig, prep: Prepared, result) -> float:
     from fmlc.predictor import Predictor
 
     predictor = Predictor(result.artifact, device=result_net_cfg.device)

@@ -8,8 +8,8 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")  # reports are written on servers without a display
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
 EARLIER = ("linear", "caml", "zacnn", "bigru-lwan")  # "the best earlier method" of the claim
 COLUMNS = [  # (key in summary, header, path in a run's metrics)

@@ -69,7 +69,7 @@ class LabelCache:
         t0 = time.perf_counter()
         try:
             raw = self._client.mget(list(keys))
-        except Exception as exc:  # noqa: BLE001 - the cache is an optimisation: any failure means "no cache"
+        except Exception as exc:  # the cache is an optimisation: any failure means "no cache"
             self.metrics.redis_seconds.labels(op="get").observe(time.perf_counter() - t0)
             self._failed(exc)
             self.metrics.cache_requests.labels(result="error").inc(len(keys))
@@ -96,7 +96,7 @@ class LabelCache:
         t0 = time.perf_counter()
         try:
             pipe.execute()
-        except Exception as exc:  # noqa: BLE001 - as in get_many: a cache failure must never stop the stream
+        except Exception as exc:  # as in get_many: a cache failure must never stop the stream
             self.metrics.redis_seconds.labels(op="set").observe(time.perf_counter() - t0)
             self._failed(exc)
             return

@@ -188,8 +188,8 @@ def run_demo(cfg: DemoConfig) -> int:
         console.print("[dim]worker, broker and Redis stopped[/]")
 
 
-def _stream(cfg: DemoConfig, messages: list[tuple[str | None, bytes]], bootstrap: str, topic: str, consumer,  # noqa: ANN001
-            settings, metrics_url: str, producer_cls) -> Tally:  # noqa: ANN001
+def _stream(cfg: DemoConfig, messages: list[tuple[str | None, bytes]], bootstrap: str, topic: str, consumer,
+            settings, metrics_url: str, producer_cls) -> Tally:
     tally = Tally()
     producer = producer_cls(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
     total = len(messages)
@@ -225,7 +225,7 @@ def _stream(cfg: DemoConfig, messages: list[tuple[str | None, bytes]], bootstrap
     return tally
 
 
-def _take(record, tally: Tally, settings) -> None:  # noqa: ANN001
+def _take(record, tally: Tally, settings) -> None:
     now = time.time()
     if record.topic == settings.output_topic:
         out = json.loads(record.value)

@@ -50,7 +50,7 @@ class BoundedHTTPServer(HTTPServer):
     def _serve_one(self, request: Any, client_address: Any) -> None:
         try:
             self.finish_request(request, client_address)
-        except Exception:  # noqa: BLE001 - one broken client must not end the server
+        except Exception:  # one broken client must not end the server
             self.handle_error(request, client_address)
         finally:
             self.shutdown_request(request)
@@ -90,7 +90,7 @@ class HealthServer:
         class Handler(BaseHTTPRequestHandler):
             timeout = server.timeout_s  # applied to the socket by StreamRequestHandler.setup
 
-            def do_GET(self) -> None:  # noqa: N802 - the http.server API
+            def do_GET(self) -> None:
                 path = self.path.split("?", 1)[0]
                 if path == "/metrics":
                     self._send(200, generate_latest(server.registry), CONTENT_TYPE_LATEST)
@@ -112,7 +112,7 @@ class HealthServer:
                 except (TimeoutError, ConnectionError):
                     log.debug("health: client did not take the answer")
 
-            def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - http.server API
+            def log_message(self, format: str, *args: object) -> None:
                 # Probes arrive every few seconds; they would drown the worker's own log.
                 log.debug("health: " + format, *args)
 
