@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -64,7 +63,6 @@ class Tokenizer:
 
     user_dict: str | None = None  # a file to read the entries from
     stopwords: frozenset[str] = field(default_factory=default_stopwords)
-    max_tokens: int | None = None
     user_dict_entries: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
@@ -80,24 +78,19 @@ class Tokenizer:
 
     def tokenize(self, text: str, max_len: int | None = None) -> list[str]:
         """The tokens a model sees: normalise, segment, drop stop words and punctuation, cut at
-        `max_len` (and `max_tokens`). Training, `Predictor` and the worker's tokenizer process all
-        call this."""
+        `max_len`. Training, `Predictor` and the worker's tokenizer process all call this."""
         tokens = [
             t
             for t in self._jieba.lcut(normalize(text), HMM=True)
             if t.strip() and t not in self.stopwords and _CONTENT.search(t)
         ]
-        limits = [n for n in (self.max_tokens, max_len) if n]
-        return tokens[: min(limits)] if limits else tokens
-
-    def tokenize_many(self, texts: Iterable[str], max_len: int | None = None) -> list[list[str]]:
-        return [self.tokenize(t, max_len) for t in texts]
+        return tokens[:max_len] if max_len else tokens
 
     def to_config(self) -> dict:
         # The stop-word list and the user dictionary travel with the model so that a later edit of
         # the packaged list, or a user dictionary left behind on the training machine, cannot
         # silently change what a model sees. Both sit in config.json, which the version hashes.
-        return {"normalization": NORMALIZATION, "stopwords": sorted(self.stopwords), "max_tokens": self.max_tokens,
+        return {"normalization": NORMALIZATION, "stopwords": sorted(self.stopwords),
                 "user_dict": list(self.user_dict_entries)}
 
     @classmethod
@@ -109,9 +102,9 @@ class Tokenizer:
         if normalization != NORMALIZATION:
             raise ValueError(f"tokenizer normalization {normalization!r} is not known to this fmlc (it has "
                              f"{NORMALIZATION!r}); serve the model with the fmlc version that trained it")
-        return cls(stopwords=frozenset(config["stopwords"]), max_tokens=config.get("max_tokens"),
-                   user_dict_entries=tuple(config.get("user_dict", ())))
-
-
-def join_tokens(tokens: Sequence[str]) -> str:
-    return " ".join(tokens)
+        # Artifacts made while the tokenizer had its own token cap record it, always null (nothing
+        # ever set it); one that names a cap would be served with tokens it was not trained on.
+        if config.get("max_tokens") is not None:
+            raise ValueError(f"tokenizer max_tokens={config['max_tokens']!r} is not supported by this fmlc; "
+                             "serve the model with the fmlc version that trained it")
+        return cls(stopwords=frozenset(config["stopwords"]), user_dict_entries=tuple(config.get("user_dict", ())))

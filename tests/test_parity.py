@@ -116,11 +116,17 @@ def test_old_artifact_without_the_new_fields_still_loads(tiny_model_dir: Path, t
     assert "/somewhere/user_dict.txt" in caplog.text and "does not carry" in caplog.text
 
 
-def test_unknown_normalization_is_refused_with_a_reason(tiny_model_dir: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize(("change", "reason"), [
+    ({"normalization": "something-newer"}, "normalization 'something-newer' is not known"),
+    # A token cap this fmlc does not apply would change the tokens the model was trained on.
+    ({"max_tokens": 50}, "max_tokens=50 is not supported"),
+])
+def test_unknown_tokenizer_settings_are_refused_with_a_reason(tiny_model_dir: Path, tmp_path: Path,
+                                                              change: dict, reason: str) -> None:
     art = load(tiny_model_dir)
-    art.tokenizer_config = art.tokenizer_config | {"normalization": "something-newer"}
+    art.tokenizer_config = art.tokenizer_config | change
     save(art, tmp_path / "m")
-    with pytest.raises(ValueError, match="normalization 'something-newer' is not known"):
+    with pytest.raises(ValueError, match=reason):
         Predictor.load(tmp_path / "m")
 
 

@@ -166,7 +166,7 @@ def serve(stdin: IO[bytes], stdout: IO[bytes]) -> None:
                 tokenizers[req["key"]] = Tokenizer.from_config(req["config"])
             tok = tokenizers[req["key"]]
             # The same call as Predictor.tokenize, on the same config: served tokens cannot drift.
-            reply: dict = {"tokens": tok.tokenize_many(req["texts"], req["max_len"])}
+            reply: dict = {"tokens": [tok.tokenize(t, req["max_len"]) for t in req["texts"]]}
         except Exception as exc:  # one bad batch must not end the child: the caller retries text by text
             reply = {"error": repr(exc)}
         reply["id"] = req.get("id") if isinstance(req, dict) else None
