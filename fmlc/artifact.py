@@ -122,7 +122,7 @@ def _load_json(path: Path) -> object:
 
 
 def load(path: str | os.PathLike, verify: bool = True) -> Artifact:
-    root = Path(path)
+    root = Path(path).resolve()  # a symlink flipped mid-load must not mix two artifacts
     if not root.is_dir():
         raise ArtifactError(f"{root}: not a directory; expected a model artifact made by `fmlc train`")
     config = _load_json(root / "config.json")

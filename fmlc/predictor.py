@@ -7,6 +7,7 @@ import os
 from collections.abc import Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -101,8 +102,11 @@ class Predictor:
     @classmethod
     def load(cls, path: str | os.PathLike, device: str | None = None, *, torch_threads: int | None = None,
              **kwargs: object) -> Predictor:
-        art = artifact_io.load(path)
-        return cls(art, device=device, torch_threads=torch_threads, version=artifact_io.read_version(path),
+        # Resolved once: when `path` is a symlink that a promotion flips, every file still comes
+        # from one directory.
+        root = Path(path).resolve()
+        art = artifact_io.load(root)
+        return cls(art, device=device, torch_threads=torch_threads, version=artifact_io.read_version(root),
                    **kwargs)
 
     @staticmethod

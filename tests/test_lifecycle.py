@@ -1,0 +1,168 @@
+"""The model's life after deployment: corrections gathered from a topic (real broker), and the
+promotion gate that swaps the served model's symlink."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from pathlib import Path
+
+import pytest
+from kafka import KafkaProducer
+from kafka.admin import KafkaAdminClient, NewTopic
+
+from training.data import load_path
+from worker.corrections import collect, parse_correction
+from worker.settings import WorkerSettings
+
+
+def _topic(bootstrap: str, partitions: int = 2) -> str:
+    name = f"corr{uuid.uuid4().hex[:8]}"
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        admin.create_topics([NewTopic(name, partitions, 1)])
+    finally:
+        admin.close()
+    return name
+
+
+def _send(bootstrap: str, topic: str, values: list[tuple[int, bytes | None]]) -> None:
+    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    try:
+        for partition, value in values:
+            producer.send(topic, value=value, partition=partition)
+        producer.flush(30)
+    finally:
+        producer.close(5)
+
+
+def _corr(cid: str, labels: list[str], text: str = "平台暴力催收，利息太高", source: str = "agent-7") -> bytes:
+    return json.dumps({"id": cid, "text": text, "labels": labels, "source": source}, ensure_ascii=False).encode()
+
+
+@pytest.mark.parametrize(("raw", "reason"), [
+    (None, "empty value"),
+    (b"\xff\xfe", "not UTF-8"),
+    (b"{not json", "not JSON"),
+    (b"[1, 2]", "not a JSON object"),
+    (b'{"text": "x", "labels": ["a"]}', "id: missing"),
+    (b'{"id": "1", "text": "  \\u200b ", "labels": ["a"]}', "text: must not be empty"),
+    (b'{"id": "1", "text": "x", "labels": []}', "labels: must be a non-empty list"),
+    (b'{"id": "1", "text": "x", "labels": "a"}', "labels: "),
+])
+def test_malformed_corrections_say_why(raw: bytes | None, reason: str) -> None:
+    with pytest.raises(ValueError) as err:
+        parse_correction(raw)
+    assert str(err.value).startswith(reason)
+
+
+def test_collect_reads_to_the_end_keeps_the_latest_per_id_and_resumes(kafka_broker, tmp_path: Path,
+                                                                       capsys: pytest.CaptureFixture) -> None:
+    topic = _topic(kafka_broker.bootstrap)
+    settings = WorkerSettings(bootstrap_servers=kafka_broker.bootstrap)
+    out = tmp_path / "corrections.jsonl"
+    _send(kafka_broker.bootstrap, topic, [
+        (0, _corr("c1", ["利率争议"])),
+        (1, _corr("c2", ["暴力催收"])),
+        (0, b"{broken"),
+        (0, _corr("c1", ["利率争议", "违约金计算"])),  # a later correction of c1 wins
+        (1, _corr("c3", [])),
+    ])
+    first = collect(settings, topic, out, group_id=f"g{uuid.uuid4().hex[:6]}-a")
+    assert (first.read, first.new_ids, first.updated_ids, first.rows) == (5, 2, 1, 2)
+    assert sum(first.malformed.values()) == 2
+    rows = {r.id: r for r in load_path(out).records}  # the file is a training file fmlc train accepts
+    assert set(rows) == {"c1", "c2"}
+    assert rows["c1"].labels == ("利率争议", "违约金计算")
+
+    # Same group again: nothing new is read (offsets were committed) and the file is unchanged.
+    group = f"g{uuid.uuid4().hex[:6]}-b"
+    collect(settings, topic, out, group_id=group)
+    before = out.read_text(encoding="utf-8")
+    again = collect(settings, topic, out, group_id=group)
+    assert again.read == 0 and out.read_text(encoding="utf-8") == before
+
+    # New corrections after a resume are merged into the existing rows.
+    _send(kafka_broker.bootstrap, topic, [(1, _corr("c2", ["提现到账问题"])), (0, _corr("c4", ["暴力催收"]))])
+    third = collect(settings, topic, out, group_id=group)
+    assert (third.read, third.new_ids, third.updated_ids, third.rows) == (2, 1, 1, 3)
+    rows = {r.id: r for r in load_path(out).records}
+    assert rows["c2"].labels == ("提现到账问题",) and set(rows) == {"c1", "c2", "c4"}
+
+
+def test_collect_refuses_a_missing_topic(kafka_broker, tmp_path: Path) -> None:
+    settings = WorkerSettings(bootstrap_servers=kafka_broker.bootstrap)
+    with pytest.raises(ValueError, match="does not exist"):
+        collect(settings, f"missing{uuid.uuid4().hex[:6]}", tmp_path / "c.jsonl", timeout_s=5)
+    assert not (tmp_path / "c.jsonl").exists()
+
+
+def _copy_with_thresholds(src: Path, dst: Path, value: float) -> Path:
+    from fmlc import artifact as artifact_io
+
+    art = artifact_io.load(src)
+    art.thresholds = art.thresholds * 0 + value
+    artifact_io.save(art, dst)
+    return dst
+
+
+def test_promotion_gate_compares_on_the_union_and_refuses_a_worse_model(tiny_model_dir: Path, tiny_splits,
+                                                                         tmp_path: Path) -> None:
+    from fmlc import Predictor
+    from training.promote import Gate, compare, render
+
+    test = tiny_splits["test"]
+    texts, label_sets = [d.text for d in test], [d.labels for d in test]
+    current = Predictor.load(tiny_model_dir)
+    same = compare(Predictor.load(tiny_model_dir), current, texts, label_sets)
+    assert same.macro_gain == 0 and same.tail_loss == 0 and same.losers == []
+    assert Gate().reasons_to_refuse(same) == []
+    assert Gate(min_gain=0.5).reasons_to_refuse(same)  # a required gain the same model cannot show
+
+    mute = Predictor.load(_copy_with_thresholds(tiny_model_dir, tmp_path / "mute", 0.999))
+    worse = compare(mute, current, texts, label_sets)
+    assert worse.candidate.macro_f1 < worse.current.macro_f1 and worse.losers
+    assert all(delta < 0 for _, delta in worse.losers)
+    reasons = Gate().reasons_to_refuse(worse)
+    assert reasons and "below --min-gain" in reasons[0]
+    text = render(worse, reasons)
+    assert "labels that lose most" in text and "refused" in text
+
+
+def test_swap_link_is_atomic_and_only_swaps_links(tmp_path: Path) -> None:
+    from training.promote import swap_link
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir()
+    b.mkdir()
+    link = tmp_path / "models" / "current"
+    swap_link(link, a)
+    assert link.resolve() == a.resolve()
+    swap_link(link, b)
+    assert link.resolve() == b.resolve() and link.is_symlink()
+    assert [p.name for p in link.parent.iterdir()] == ["current"]  # no side link left behind
+    with pytest.raises(ValueError, match="not a symlink"):
+        swap_link(a, b)
+
+
+def test_loading_through_a_link_reads_one_directory(tiny_model_dir: Path, tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """The predictor resolves the link once: flipping it after the load started cannot mix files."""
+    from fmlc import Predictor
+    from fmlc import artifact as artifact_io
+    from training.promote import swap_link
+
+    other = _copy_with_thresholds(tiny_model_dir, tmp_path / "other", 0.3)
+    link = tmp_path / "current"
+    swap_link(link, tiny_model_dir)
+    real_load = artifact_io.load
+
+    def flipping_load(path, verify=True):  # the link flips after the load has begun
+        swap_link(link, other)
+        return real_load(path, verify)
+
+    monkeypatch.setattr(artifact_io, "load", flipping_load)
+    predictor = Predictor.load(link)
+    tiny = real_load(tiny_model_dir)
+    assert predictor.version == artifact_io.read_version(tiny_model_dir)
+    assert predictor.thresholds.tolist() == tiny.thresholds.tolist()
