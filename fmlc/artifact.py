@@ -7,9 +7,10 @@
     weights.safetensors  tensors only (the label graph is the `adjacency` buffer of graph models)
     graph.json         a readable summary of the label graph
     metrics.json       training / validation / test metrics
+    drift.json         the drift baseline: validation score histograms per label group, label priors
     VERSION            content id: hash of every file that changes predictions
 
-metrics.json and graph.json are left out of the version: rewriting a report must not look like a
+metrics.json, graph.json and drift.json are left out of the version: rewriting a report must not look like a
 new model to the workers that watch the version.
 """
 
@@ -51,6 +52,7 @@ class Artifact:
     meta: dict = field(default_factory=dict)  # training config, data fingerprint, graph config
     metrics: dict = field(default_factory=dict)
     graph_summary: dict = field(default_factory=dict)
+    drift_baseline: dict = field(default_factory=dict)  # fmlc.drift.Baseline.to_dict(); empty in older artifacts
 
 
 def _dump(path: Path, obj: object) -> None:
@@ -90,6 +92,8 @@ def save(artifact: Artifact, path: str | os.PathLike) -> str:
     save_file(tensors, str(tmp / "weights.safetensors"), metadata={"format": str(FORMAT)})
     _dump(tmp / "graph.json", artifact.graph_summary)
     _dump(tmp / "metrics.json", artifact.metrics)
+    if artifact.drift_baseline:
+        _dump(tmp / "drift.json", artifact.drift_baseline)
     version = compute_version(tmp, artifact.model_config.model)
     (tmp / "VERSION").write_text(version + "\n")
     if target.exists():
@@ -138,6 +142,7 @@ def load(path: str | os.PathLike, verify: bool = True) -> Artifact:
     # safetensors holds raw tensors only: loading cannot execute code, unlike torch.load/pickle.
     state = load_file(str(root / "weights.safetensors"))
     graph_path = root / "graph.json"
+    drift_path = root / "drift.json"
     return Artifact(
         model_config=model_config,
         tokenizer_config=config["tokenizer"],
@@ -151,4 +156,5 @@ def load(path: str | os.PathLike, verify: bool = True) -> Artifact:
         meta=config.get("meta", {}),
         metrics=_load_json(root / "metrics.json") if (root / "metrics.json").exists() else {},
         graph_summary=_load_json(graph_path) if graph_path.exists() else {},
+        drift_baseline=_load_json(drift_path) if drift_path.exists() else {},
     )

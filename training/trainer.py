@@ -20,12 +20,14 @@ from tqdm.auto import tqdm
 
 from fmlc import artifact as artifact_io
 from fmlc.batching import length_chunks, pad_batch
+from fmlc.drift import build_baseline, label_groups
 from fmlc.graph import GraphConfig, build_adjacency, describe
 from fmlc.losses import make_loss
 from fmlc.metrics import evaluate, to_matrix, tune_thresholds
 from fmlc.models import MODEL_NAMES, ModelConfig, build_model
 from fmlc.text import Tokenizer
 from fmlc.vocab import Vocab
+from training.synth import LABEL_GROUPS
 from training.word2vec import embedding_matrix, phrase_vector, train_vectors
 
 
@@ -404,6 +406,9 @@ def _finish(cfg: TrainConfig, prep: Prepared, net: torch.nn.Module, graph_summar
             "tuned": evaluate(prep.y[split], scores, thresholds, prep.train_counts, cfg.tail_below),
         }
     art = _to_artifact(cfg, prep, net, thresholds, graph_summary, metrics)
+    # The drift baseline: what the worker compares its recent predictions with.
+    groups = label_groups(prep.labels, LABEL_GROUPS)
+    art.drift_baseline = build_baseline(valid_scores, prep.train_counts, len(prep.y["train"]), groups).to_dict()
     return TrainResult(artifact=art, metrics=metrics, history=history, seconds_per_epoch=seconds_per_epoch)
 
 
