@@ -22,6 +22,7 @@ import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -116,7 +117,7 @@ def read_version(path: str | os.PathLike) -> str:
     return version_file.read_text().strip()
 
 
-def _load_json(path: Path) -> object:
+def _load_json(path: Path) -> Any:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError as exc:
@@ -125,11 +126,18 @@ def _load_json(path: Path) -> object:
         raise ArtifactError(f"{path}: not valid JSON ({exc})") from exc
 
 
+def _load_object(path: Path) -> dict[str, Any]:
+    data = _load_json(path)
+    if not isinstance(data, dict):
+        raise ArtifactError(f"{path}: a JSON {type(data).__name__} where an object was expected")
+    return data
+
+
 def load(path: str | os.PathLike, verify: bool = True) -> Artifact:
     root = Path(path).resolve()  # a symlink flipped mid-load must not mix two artifacts
     if not root.is_dir():
         raise ArtifactError(f"{root}: not a directory; expected a model artifact made by `fmlc train`")
-    config = _load_json(root / "config.json")
+    config = _load_object(root / "config.json")
     if config.get("format") != FORMAT:
         raise ArtifactError(f"{root}/config.json: format {config.get('format')!r}, this fmlc reads {FORMAT}")
     model_config = ModelConfig.from_dict(config["model"])
@@ -137,8 +145,8 @@ def load(path: str | os.PathLike, verify: bool = True) -> Artifact:
     if verify and compute_version(root, model_config.model) != version:
         raise ArtifactError(f"{root}: contents do not match VERSION {version}; the artifact was modified or "
                             "partly copied")
-    labels = _load_json(root / "labels.json")
-    thresholds = _load_json(root / "thresholds.json")
+    labels = _load_object(root / "labels.json")
+    thresholds = _load_object(root / "thresholds.json")
     # safetensors holds raw tensors only: loading cannot execute code, unlike torch.load/pickle.
     state = load_file(str(root / "weights.safetensors"))
     graph_path = root / "graph.json"
@@ -154,7 +162,7 @@ def load(path: str | os.PathLike, verify: bool = True) -> Artifact:
         state_dict=state,
         max_len=int(config["max_len"]),
         meta=config.get("meta", {}),
-        metrics=_load_json(root / "metrics.json") if (root / "metrics.json").exists() else {},
-        graph_summary=_load_json(graph_path) if graph_path.exists() else {},
-        drift_baseline=_load_json(drift_path) if drift_path.exists() else {},
+        metrics=_load_object(root / "metrics.json") if (root / "metrics.json").exists() else {},
+        graph_summary=_load_object(graph_path) if graph_path.exists() else {},
+        drift_baseline=_load_object(drift_path) if drift_path.exists() else {},
     )

@@ -103,18 +103,18 @@ def tune_thresholds(y_true: np.ndarray, scores: np.ndarray, grid: Sequence[float
     positive caught under thousands of false positives, and that threshold would flood the test set.
     """
     y_true = np.asarray(y_true, dtype=bool)
-    grid = np.asarray(grid if grid is not None else np.round(np.arange(0.05, 0.951, 0.025), 3))
+    candidates = np.asarray(grid if grid is not None else np.round(np.arange(0.05, 0.951, 0.025), 3))
     best = np.full(y_true.shape[1], default, dtype=np.float64)
-    order = np.argsort(np.abs(grid - default), kind="stable")
+    order = np.argsort(np.abs(candidates - default), kind="stable")
     for j in np.flatnonzero(y_true.any(axis=0)):
         col_true, col = y_true[:, j], scores[:, j]
-        preds = col[None, :] >= grid[order, None]  # [G, N]
+        preds = col[None, :] >= candidates[order, None]  # [G, N]
         tp = (preds & col_true).sum(axis=1)
         fp = (preds & ~col_true).sum(axis=1)
         fn = (~preds & col_true).sum(axis=1)
         f1 = 2 * tp / np.maximum(2 * tp + fp + fn, 1)
         if f1.max() >= min_f1:
-            best[j] = grid[order][int(np.argmax(f1))]
+            best[j] = candidates[order][int(np.argmax(f1))]
     return best.astype(np.float32)
 
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Sequence
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -101,7 +102,7 @@ class Predictor:
 
     @classmethod
     def load(cls, path: str | os.PathLike, device: str | None = None, *, torch_threads: int | None = None,
-             **kwargs: object) -> Predictor:
+             **kwargs: Any) -> Predictor:
         # Resolved once: when `path` is a symlink that a promotion flips, every file still comes
         # from one directory.
         root = Path(path).resolve()
@@ -123,7 +124,7 @@ class Predictor:
         _texts_not_str(texts, "tokenize")
         return [self.tokenizer.tokenize(t, self.max_len) for t in texts]
 
-    def _autocast(self):
+    def _autocast(self) -> AbstractContextManager[Any]:
         if self._device.type == "cuda":
             return torch.autocast("cuda", dtype=torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16)
         return nullcontext()

@@ -40,6 +40,14 @@ def test_tampered_artifact_is_refused(tiny_model_dir: Path, tmp_path: Path) -> N
         Predictor.load(bad)
 
 
+def test_a_json_file_of_the_wrong_shape_is_refused_with_its_name(tiny_model_dir: Path, tmp_path: Path) -> None:
+    bad = tmp_path / "bad"
+    shutil.copytree(tiny_model_dir, bad)
+    (bad / "config.json").write_text("[]")
+    with pytest.raises(ArtifactError, match=r"config.json: a JSON list where an object was expected"):
+        load(bad)
+
+
 def test_missing_directory_error_says_what_to_do(tmp_path: Path) -> None:
     with pytest.raises(ArtifactError, match="fmlc train"):
         Predictor.load(tmp_path / "nope")

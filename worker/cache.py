@@ -129,7 +129,7 @@ class LabelCache:
             self._backoff = self.retry_s
 
 
-def _decode(value: bytes) -> list[LabelOut] | None:
+def _decode(value: bytes | str) -> list[LabelOut] | None:
     # A value this code cannot read (an older layout, a foreign writer) is a miss, not an error.
     try:
         return [LabelOut.model_validate(item) for item in json.loads(value)]

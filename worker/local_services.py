@@ -61,11 +61,11 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child between 
 
 
 def _spawn(argv: list[str], log_path: str | None = None) -> subprocess.Popen:
-    out = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115 - lives with the child
-    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                            preexec_fn=_die_with_parent)
-    if log_path:
-        out.close()  # the child holds its own descriptor
+    log = open(log_path, "ab") if log_path else None  # noqa: SIM115 - lives with the child
+    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log if log is not None else subprocess.DEVNULL,
+                            stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
+    if log is not None:
+        log.close()  # the child holds its own descriptor
     with _children_lock:
         _children.append(proc)
     return proc

@@ -12,11 +12,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from enum import Enum
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError, field_validator
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION: Final = 1
 SUPPORTED_INPUT_VERSIONS = frozenset({1})
 _ERROR_HEADER_CHARS = 1_000
 

@@ -8,6 +8,7 @@ and severities, assigned partitions. Complaint ids or texts never become label v
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
@@ -119,7 +120,7 @@ class WorkerMetrics:
     def watch_stages(self, stall_for: Callable[[str], float], stages: Iterable[str]) -> None:
         """Export each stage's stall time, computed at scrape time."""
         for stage in stages:
-            self.stage_stall.labels(stage=stage).set_function(lambda s=stage: stall_for(s))
+            self.stage_stall.labels(stage=stage).set_function(functools.partial(stall_for, stage))
 
     def set_model(self, version: str, device: str) -> None:
         # Exactly one series at a time: the old version's series goes when the new one comes.

@@ -15,6 +15,8 @@ from fmlc.models.layers import GGNN, BiGRUEncoder, Embedding, LabelAttention, Pe
 
 
 class FMLC(nn.Module):
+    adjacency: torch.Tensor  # a buffer (see __init__); declared so that it reads as a tensor
+
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         self.embed = Embedding(cfg.vocab_size, cfg.embed_dim, cfg.embed_dropout, cfg.freeze_embeddings)

@@ -14,6 +14,11 @@ from fmlc.models.config import ModelConfig, ModelOutput
 
 
 class LinearTfidf(nn.Module):
+    # Buffers, declared so that they read as tensors rather than as nn.Module.__getattr__'s union.
+    idf: torch.Tensor
+    coef: torch.Tensor
+    intercept: torch.Tensor
+
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         self.register_buffer("idf", torch.zeros(cfg.vocab_size))

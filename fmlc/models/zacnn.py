@@ -14,6 +14,8 @@ from fmlc.models.layers import ConvEncoder, Embedding, LabelAttention
 
 
 class ZACNN(nn.Module):
+    label_vectors: torch.Tensor  # a buffer (see __init__); declared so that it reads as a tensor
+
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         self.embed = Embedding(cfg.vocab_size, cfg.embed_dim, cfg.embed_dropout, cfg.freeze_embeddings)
