@@ -38,6 +38,10 @@ class LabelScore:
 @dataclass(frozen=True)
 class Prediction:
     labels: list[LabelScore]
+    # Every label's probability, in the model's label order (drift and review read it; outputs do not).
+    probs: np.ndarray | None = field(default=None, repr=False, compare=False)
+    # max over labels of (probability − threshold): negative when no label is given.
+    margin: float | None = None
 
     def to_dict(self) -> dict:
         return {"labels": [ls.to_dict() for ls in self.labels]}
@@ -154,7 +158,8 @@ class Predictor:
             above = np.flatnonzero(probs[i] >= self.thresholds)
             ranked = above[np.argsort(-probs[i, above], kind="stable")]
             results.append(Prediction([LabelScore(self.labels[j], float(probs[i, j]), evidence[i].get(int(j), []))
-                                       for j in ranked]))
+                                       for j in ranked], probs=probs[i],
+                                      margin=float(np.max(probs[i] - self.thresholds)) if len(self.labels) else None))
         return results
 
     def predict(self, texts: Sequence[str], batch_size: int | None = None) -> list[Prediction]:

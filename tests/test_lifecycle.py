@@ -4,6 +4,7 @@ promotion gate that swaps the served model's symlink."""
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from pathlib import Path
 
@@ -166,3 +167,59 @@ def test_loading_through_a_link_reads_one_directory(tiny_model_dir: Path, tmp_pa
     tiny = real_load(tiny_model_dir)
     assert predictor.version == artifact_io.read_version(tiny_model_dir)
     assert predictor.thresholds.tolist() == tiny.thresholds.tolist()
+
+
+def test_review_reasons_and_rate_limit() -> None:
+    from fmlc import LabelScore, Prediction
+    from worker.review import NEAR_THRESHOLD, NO_LABEL, TokenBucket, review_reason
+
+    sure = Prediction([LabelScore("利率争议", 0.9)], margin=0.4)
+    close = Prediction([LabelScore("利率争议", 0.52)], margin=0.02)
+    assert review_reason(Prediction([], margin=-0.3), 0.05) == NO_LABEL
+    assert review_reason(close, 0.05) == NEAR_THRESHOLD
+    assert review_reason(sure, 0.05) is None
+    now = [0.0]
+    bucket = TokenBucket(rate=2, burst=2, clock=lambda: now[0])
+    assert [bucket.take() for _ in range(3)] == [True, True, False]
+    now[0] = 0.5  # one token back after half a second at 2/s
+    assert [bucket.take(), bucket.take()] == [True, False]
+
+
+def test_shadow_scores_a_sample_and_survives_its_failures(tiny_model_dir: Path, tiny_splits, tmp_path: Path) -> None:
+    from fmlc import Predictor
+    from worker.metrics import WorkerMetrics
+    from worker.shadow import Sample, ShadowScorer, jaccard, sampled
+
+    assert jaccard([], []) == 1.0 and jaccard(["a"], ["a", "b"]) == 0.5
+    ids = [f"c{i}" for i in range(2000)]
+    share = sum(sampled(i, 0.25) for i in ids) / len(ids)
+    assert 0.2 < share < 0.3 and all(sampled(i, 0.25) == sampled(i, 0.25) for i in ids[:50])
+
+    live = Predictor.load(tiny_model_dir)
+    docs = tiny_splits["test"][:40]
+    sent: list[tuple[str, bytes, bytes]] = []
+    metrics = WorkerMetrics()
+    shadow = ShadowScorer(tiny_model_dir, 1.0, "shadow", lambda t, k, v: sent.append((t, k, v)), metrics)
+    live_preds = live.predict([d.text for d in docs])
+    for doc, pred in zip(docs, live_preds, strict=True):
+        shadow.offer(doc.id, doc.text, pred.names, live.version)
+    shadow.start()
+    deadline = time.monotonic() + 60
+    while len(sent) < len(docs) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    shadow.stop()
+    assert len(sent) == len(docs)
+    rows = [json.loads(v) for _, _, v in sent]
+    assert all(r["jaccard"] == 1.0 for r in rows)  # the same model agrees with itself
+    assert metrics.value("fmlc_shadow_agreement_count") == len(docs)
+    assert metrics.value("fmlc_shadow_model_info", {"version": live.version}) == 1
+
+    def broken_send(topic: str, key: bytes, value: bytes) -> None:
+        raise RuntimeError("broker gone")
+
+    failing = ShadowScorer(tmp_path / "no-model", 1.0, "shadow", broken_send, metrics)
+    failing.score([Sample("x", "利息太高", (), "v")])
+    assert metrics.value("fmlc_shadow_samples_total", {"result": "error"}) == 1
+    working_model_broken_topic = ShadowScorer(tiny_model_dir, 1.0, "shadow", broken_send, metrics)
+    working_model_broken_topic.score([Sample("x", "利息太高", (), "v")])
+    assert metrics.value("fmlc_shadow_samples_total", {"result": "error"}) == 2

@@ -101,7 +101,29 @@ class WorkerMetrics:
         self.stage_stall = Gauge("fmlc_stage_stall_seconds", "Seconds a pipeline stage has held work "
                                  "without progress (0 while idle or progressing); /healthz fails at "
                                  "FMLC_STALL_TIMEOUT_S.", ["stage"], registry=r)
+        # The model's life after deployment: drift, review copies, shadow scoring.
+        self.drift = Gauge("fmlc_drift_score", "Population stability index of the recent window's group "
+                           "scores against the training baseline, by label group (0.1: moderate, 0.25: "
+                           "significant shift).", ["group"], registry=r)
+        self.drift_docs = Gauge("fmlc_drift_window_docs", "Model-scored documents in the drift window.",
+                                registry=r)
+        self.review = Counter("fmlc_review_total", "Complaints copied to the review topic, by reason.",
+                              ["reason"], registry=r)
+        self.review_skipped = Counter("fmlc_review_skipped_total", "Complaints that qualified for review "
+                                      "but were held back by the rate limit.", registry=r)
+        self.shadow_samples = Counter("fmlc_shadow_samples_total", "Sampled complaints by what the shadow "
+                                      "model did with them (scored, dropped: its queue was full, error).",
+                                      ["result"], registry=r)
+        self.shadow_agreement = Histogram("fmlc_shadow_agreement", "Jaccard similarity of the shadow "
+                                          "model's and the live model's label sets.",
+                                          buckets=(0.0, *RATIO_BUCKETS), registry=r)
+        self.shadow_info = Gauge("fmlc_shadow_model_info", "The shadow model (value 1).", ["version"],
+                                 registry=r)
         # Pre-create the bounded series so dashboards and rate() see zeros rather than gaps.
+        for reason in ("no_label", "near_threshold"):
+            self.review.labels(reason=reason)
+        for result in ("scored", "dropped", "error"):
+            self.shadow_samples.labels(result=result)
         for reason in ("timeout", "exited", "protocol"):
             self.tokenizer_restarts.labels(reason=reason)
         for kind in ("assigned", "revoked", "lost"):
