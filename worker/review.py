@@ -54,9 +54,10 @@ def render_review(complaint_id: str, text: str, prediction: Prediction, labels: 
                   model_version: str, top: int = 3) -> bytes:
     """The review copy: the complaint, what the model said, and its closest candidates."""
     best: list[dict] = []
-    if prediction.probs is not None and labels:
-        order = sorted(range(len(labels)), key=lambda j: -float(prediction.probs[j]))[:top]  # type: ignore[index]
-        best = [{"label": labels[j], "score": round(float(prediction.probs[j]), 4)} for j in order]  # type: ignore[index]
+    probs = prediction.probs
+    if probs is not None and labels:
+        order = sorted(range(len(labels)), key=lambda j: -float(probs[j]))[:top]
+        best = [{"label": labels[j], "score": round(float(probs[j]), 4)} for j in order]
     return json.dumps({"id": complaint_id, "text": text, "labels": prediction.names, "reason": reason,
                        "margin": None if prediction.margin is None else round(prediction.margin, 4),
                        "candidates": best, "model_version": model_version}, ensure_ascii=False).encode()
