@@ -37,11 +37,11 @@ def train_bench_model(out: Path, data: Path = DEFAULT_DATA, epochs: int = 2, max
     """A paper-dimension FMLC/ASL trained briefly on real data: enough for speed and for the F1 cost
     of a speed-up (both sides use the same weights), not a quality claim. Reused if present."""
     from training.data import load_path, split_records
-    from training.experiment import _subset
+    from training.experiment import subset
     from training.trainer import TrainConfig, train
 
     records = load_path(data).records
-    records = _subset(records, max_docs, 0) if len(records) > max_docs else records
+    records = subset(records, max_docs, 0) if len(records) > max_docs else records
     splits = split_records(records, seed=0)
     if not (out / "VERSION").exists():
         cfg = TrainConfig(model="fmlc", loss="asl", epochs=epochs, lr=1e-3, embed_dim=dim, hidden=dim, attn_dim=dim,

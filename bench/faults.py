@@ -982,13 +982,13 @@ def secrets(args: argparse.Namespace, model: Path) -> dict:
     import subprocess
     import tempfile
 
-    from worker.local_services import _redis_binary, free_port, redis_answers, start_broker
+    from worker.local_services import free_port, redis_answers, redis_binary, start_broker
     from worker.settings import env_for
 
     broker = start_broker(log_path=str(WORKDIR / "secrets-broker.log"))
     redis_dir = tempfile.mkdtemp(prefix="fmlc-redis-secret-")
     rport = free_port()
-    redis = subprocess.Popen([_redis_binary(), "--port", str(rport), "--bind", "127.0.0.1", "--save", "",
+    redis = subprocess.Popen([redis_binary(), "--port", str(rport), "--bind", "127.0.0.1", "--save", "",
                               "--appendonly", "no", "--dir", redis_dir, "--requirepass", PLANTED],
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     texts: dict[str, str] = {}

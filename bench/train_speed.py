@@ -3,7 +3,7 @@
     python -m bench.train_speed [--docs 3000] [--epochs 2] [--batch-size 32] [--threads 1]
 
 The same ccks2019_fin subset is split and tokenised once (`training.trainer.prepare`) and written out
-with `training.experiment.write_split`, so LibMultiLabel (in its own venv, `bench/libmultilabel_peer.py`)
+with `training.experiment.write_split`, so LibMultiLabel (in its own venv, `training/peer/libmultilabel.py`)
 trains on exactly the tokens, labels and word2vec vectors our models see. Dimensions: embeddings 300,
 GRU 300 per direction (LibMultiLabel `rnn_dim` 600 = both directions), attention 300; same batch size,
 same maximum length, one torch thread on each side. Both sides train a fixed number of epochs (no
@@ -48,13 +48,13 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     from training.data import load_path, split_records
-    from training.experiment import _subset, write_split
+    from training.experiment import subset, write_split
     from training.trainer import TrainConfig, fit, prepare
 
     t_begin = time.time()
     records = load_path(args.data).records
     if len(records) > args.docs:
-        records = _subset(records, args.docs, 0)
+        records = subset(records, args.docs, 0)
     splits = split_records(records, seed=0)
     dims = dict(embed_dim=args.dim, hidden=args.dim, attn_dim=args.dim, graph_dim=args.dim, filters=args.dim)
     # A constant rate, as the peer trains with (the timings do not depend on it).
@@ -116,16 +116,18 @@ def main() -> None:
 
 
 def run_peer(args: argparse.Namespace, split_dir: Path, out_dir: Path) -> dict:
-    python = Path(os.environ.get("FMLC_PEER_PYTHON", REPO / ".peer-venv" / "bin" / "python"))
+    from training import peer
+
+    python = peer.peer_python()
     if not python.exists():
-        return {"skipped": f"{python} missing: run bench/setup_libmultilabel.sh first"}
-    cmd = [str(python), str(REPO / "bench" / "libmultilabel_peer.py"), "--split", str(split_dir), "--out",
-           str(out_dir), "--methods", "bigru-lwan", "--epochs", str(args.epochs), "--patience", str(args.epochs + 1),
-           "--batch-size", str(args.batch_size), "--max-seq-length", str(args.max_len),
-           "--rnn-dim", str(2 * args.dim), "--threads", str(args.threads), "--val-metric", "Macro-F1", "--quiet"]
+        return {"skipped": f"{python} missing: run {peer.SETUP} first"}
+    cmd = peer.command(python, "--split", str(split_dir), "--out", str(out_dir), "--methods", "bigru-lwan",
+                       "--epochs", str(args.epochs), "--patience", str(args.epochs + 1), "--batch-size",
+                       str(args.batch_size), "--max-seq-length", str(args.max_len), "--rnn-dim", str(2 * args.dim),
+                       "--threads", str(args.threads), "--val-metric", "Macro-F1", "--quiet")
     print("[train_speed] peer: " + " ".join(cmd), file=sys.stderr, flush=True)
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, stdout=sys.stderr, env={**os.environ, "OMP_NUM_THREADS": str(args.threads)})
+    proc = subprocess.run(cmd, stdout=sys.stderr, env=peer.environment(OMP_NUM_THREADS=str(args.threads)))
     wall = time.perf_counter() - t0
     meta_path = out_dir / "peer_bigru-lwan.json"
     if proc.returncode != 0 or not meta_path.exists():

@@ -5,9 +5,10 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from fmlc.cli import app
+from fmlc.cli import build_app
 
 runner = CliRunner()
+app = build_app()
 
 
 def test_synth_train_evaluate_predict(tmp_path: Path) -> None:

@@ -1,11 +1,12 @@
 """The experiment grid in --quick form: every method, one seed, a small real subset."""
 
 import json
+import os
 from pathlib import Path
 
 import pytest
 
-from training.experiment import METHODS, ExperimentConfig, run
+from training.experiment import METHODS, ExperimentConfig, rerender, run
 
 DUEE = Path(__file__).resolve().parents[2] / "shared" / "data" / "duee1.0"
 
@@ -35,6 +36,13 @@ def test_quick_grid_writes_table_gains_and_plots(tmp_path: Path) -> None:
     assert paired[best]["tail_macro_f1"]["per_seed"] == [pytest.approx(within_seed)]
     report = (tmp_path / "report.md").read_text()
     assert "| fmlc-asl |" in report and "**" in report
+    # The text names the settings the grid recorded: machine, threads, patience, split seed, the paper's claim.
+    assert f"inside the grid on a {os.cpu_count()}-core machine (torch 2 threads)" in report
+    assert "(patience 3), one split (seed 0)" in report and "(paper: +3.1)" in report
+    assert on_disk["settings"]["machine"] == {"cpus": os.cpu_count(), "torch_threads": 2}
+    before = report
+    assert rerender(tmp_path)["settings"] == on_disk["settings"]  # `fmlc report`: the same text again
+    assert (tmp_path / "report.md").read_text() == before
     assert "## Seed by seed" in report and f"| {best} | 1 |" in report
     graph = results["data"]["label_graph"]
     assert graph["edges"] > 0 and graph["tail_labels_with_neighbours"] <= graph["tail_labels"]
@@ -159,6 +167,7 @@ def test_a_grid_resumes_only_on_the_split_its_runs_had(tmp_path: Path) -> None:
 
 
 def test_reports_name_their_std_and_claim_same_vectors_only_when_recorded(tmp_path: Path) -> None:
+    from training.experiment import report_settings
     from training.experiment_report import sample_std, summarise, write_report
 
     assert sample_std([70.0, 72.0]) == pytest.approx(1.41421356)  # ddof = 1; np.std would say 1.0
@@ -176,9 +185,10 @@ def test_reports_name_their_std_and_claim_same_vectors_only_when_recorded(tmp_pa
                     "method": method, "seed": seed, "tuned": metrics(f1 + seed / 100),
                     "threshold_0.5": metrics(f1), "vectors": vectors[f"{method}/seed{seed}"],
                     "seconds_per_epoch": 1.0, "inference_docs_per_s": 1.0, "epochs_run": 1}
-        results = {"config": {"data": "d", "epochs_recurrent": 1, "epochs_convolutional": 1, "base": {}},
-                   "data": {}, "labels": ["a"], "train_counts": [5], "runs": runs,
-                   "peer": {"linear": {"tuned": metrics(0.5)}}}
+        config = {"data": "d", "epochs_recurrent": 1, "epochs_convolutional": 1, "base": {}}
+        results = {"config": config, "data": {}, "labels": ["a"], "train_counts": [5], "runs": runs,
+                   "peer": {"linear": {"tuned": metrics(0.5)}},
+                   "settings": report_settings(config) | {"machine": {"cpus": 8, "torch_threads": 1}}}
         if peer_vectors:
             results["peer_vectors"] = peer_vectors
         results["summary"] = summarise(results)

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from fmlc import Predictor
 from fmlc.artifact import ArtifactError, compute_version, load, save
-from fmlc.cli import app
+from fmlc.cli import build_app
 from fmlc.text import NORMALIZATION, Tokenizer
 from worker.tokenizing import TokenizerProcess
 
@@ -20,6 +20,7 @@ EXAMPLE = "平台暴力催收还收砍头息"
 WITH_DICT = ["平台", "暴力催收", "还收", "砍头息"]
 WITHOUT_DICT = ["平台", "暴力", "催收", "还收", "砍头", "息"]
 runner = CliRunner()
+app = build_app()
 
 
 @pytest.fixture(scope="module")

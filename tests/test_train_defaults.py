@@ -11,11 +11,12 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from fmlc.cli import app
-from fmlc.cli import train as cli_train
+from fmlc.cli import build_app
+from training.cli import train as cli_train
 from training.trainer import PRESETS, LearningRate, TrainConfig, still_improving
 
 runner = CliRunner()
+app = build_app()
 
 
 def test_cli_train_options_fall_back_to_the_config_classes() -> None:
@@ -127,7 +128,7 @@ def test_fit_follows_the_schedule_epoch_by_epoch() -> None:
 
 
 def test_experiment_grid_records_and_reports_its_preset() -> None:
-    from training.experiment import ExperimentConfig, _same_grid, train_config
+    from training.experiment import ExperimentConfig, _same_grid, report_settings, train_config
     from training.experiment_report import _settings_line
 
     paper = ExperimentConfig(data="d", out="o", base={"lr": 1e-3})
@@ -142,9 +143,13 @@ def test_experiment_grid_records_and_reports_its_preset() -> None:
     # A grid written before presets existed ran the paper's schedule, so it resumes as preset paper only.
     old = {k: v for k, v in asdict(paper).items() if k != "preset"}
     assert _same_grid(old, asdict(paper)) and not _same_grid(old, asdict(default))
-    line = _settings_line(asdict(paper), {})
+    line = _settings_line(report_settings(asdict(paper)), {})
     assert "preset paper with lr changed" in line and "Adam lr 0.001 (constant)" in line
-    assert "preset default:" in _settings_line(asdict(default), {})
+    assert "patience 3" in line and "one split (seed 0)" in line
+    assert "preset default:" in _settings_line(report_settings(asdict(default)), {})
+    # The report names what the run recorded, not fixed text.
+    patient = report_settings(asdict(ExperimentConfig(data="d", out="o", base={"patience": 5})))
+    assert "patience 5" in _settings_line(patient, {}) and "with patience changed" in _settings_line(patient, {})
 
 
 def test_defaults_study_table_curves_index_and_resume(tmp_path: Path) -> None:

@@ -223,10 +223,10 @@ def test_an_idle_connection_is_closed_by_the_server() -> None:
 # --- 5. a live worker with secrets planted -----------------------------------------------------------
 
 def _start_redis_with_password(password: str, workdir: Path) -> tuple[subprocess.Popen, int]:
-    from worker.local_services import _redis_binary, free_port, redis_answers
+    from worker.local_services import free_port, redis_answers, redis_binary
 
     port = free_port()
-    proc = subprocess.Popen([_redis_binary(), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+    proc = subprocess.Popen([redis_binary(), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
                              "--appendonly", "no", "--dir", str(workdir), "--requirepass", password],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 10

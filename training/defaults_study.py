@@ -1,12 +1,12 @@
 """The measurements behind `fmlc train`'s defaults: FMLC/ASL under several optimiser settings on one
 data set, compared by validation macro-F1 (the test split is reported, never used to choose).
 
-    python -m training.defaults_study --data synth:3000:7 --out reports/defaults/synth3000 \\
+    fmlc defaults-study --data synth:3000:7 --out reports/defaults/synth3000 \\
         [--variants defaults,paper,...] [--threads 1]
-    python -m training.defaults_study --data ../shared/data/ccks2019_fin --out reports/defaults/ccks2019_fin \\
+    fmlc defaults-study --data ../shared/data/ccks2019_fin --out reports/defaults/ccks2019_fin \\
         --variants defaults --reference reports/ccks2019_fin
-    python -m training.defaults_study --render reports/defaults/synth3000 [--render ...]   # tables and plots
-    python -m training.defaults_study --index reports/defaults     # reports/defaults/README.md
+    fmlc defaults-study --render reports/defaults/synth3000 [--render ...]   # tables and plots
+    fmlc defaults-study --index reports/defaults     # reports/defaults/README.md
 
 `synth:N:SEED` is `fmlc synth --n N --seed SEED`. The data is loaded, split and prepared the way
 `fmlc train` does it (split seed 0, one word2vec draw shared by the variants of one dimension), so
@@ -18,7 +18,6 @@ Writes results.json (resumable: finished variants are kept), report.md and learn
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from dataclasses import asdict
@@ -203,7 +202,7 @@ def index(folder: Path) -> None:
         results = json.loads((sub / "results.json").read_text(encoding="utf-8"))
         variants = ",".join(results["runs"])
         ref = f" --reference {results['reference']['grid']}" if results.get("reference") else ""
-        lines.append(f"python -m training.defaults_study --data {results['setup']['data']} --out {sub} "
+        lines.append(f"fmlc defaults-study --data {results['setup']['data']} --out {sub} "
                      f"--variants {variants}{ref}")
         d = results["runs"].get("defaults")
         if d is None:
@@ -213,7 +212,7 @@ def index(folder: Path) -> None:
                     f"{d['epochs_run']} | {100 * d['valid_macro_f1']:.2f} | {100 * best:.2f} ({best_name}) | "
                     f"{100 * (d['valid_macro_f1'] - best):+.2f} | {100 * d['test_macro_f1']:.2f} | "
                     f"{100 * d['test_macro_f1_0.5']:.2f} | {'yes' if d.get('still_improving') else 'no'} |")
-    lines += [f"python -m training.defaults_study --index {folder}", "```", "",
+    lines += [f"fmlc defaults-study --index {folder}", "```", "",
               "| data | labels | defaults: best epoch / run | valid | best valid (by) | defaults − best | test (tuned) "
               "| test (0.5) | still improving at the cap |", "|---|---|---|---|---|---|---|---|---|", *rows, ""]
     (folder / "README.md").write_text("\n".join(lines), encoding="utf-8")
@@ -238,28 +237,7 @@ def _curves(results: dict, out: Path) -> None:
     plt.close(fig)
 
 
-def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", help="JSONL/CSV file, directory, or synth:N:SEED")
-    ap.add_argument("--out", type=Path)
-    ap.add_argument("--variants", default="defaults", help=f"comma list of {', '.join(VARIANTS)}")
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--reference", help="an experiment grid on the same split, e.g. reports/ccks2019_fin")
-    ap.add_argument("--render", type=Path, action="append", help="re-render a finished study folder")
-    ap.add_argument("--index", type=Path, help="write FOLDER/README.md from the studies under FOLDER")
-    args = ap.parse_args(argv)
-    if args.render or args.index:
-        for folder in args.render or []:
-            render(folder)
-        if args.index:
-            index(args.index)
-        return
-    if not args.data or not args.out:
-        ap.error("--data and --out are required")
-    run(args.data, args.out, [v.strip() for v in args.variants.split(",") if v.strip()], args.threads, args.seed,
-        args.reference)
-
-
 if __name__ == "__main__":
-    main()
+    from training.cli import run_as_module
+
+    run_as_module("defaults-study")

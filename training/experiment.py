@@ -21,7 +21,9 @@ from rich.console import Console
 
 from fmlc.graph import build_adjacency, label_statistics
 from fmlc.metrics import evaluate, tune_thresholds
+from training import peer
 from training.data import Record, load_path, split_records
+from training.experiment_report import summarise, write_report
 from training.trainer import PRESETS, Prepared, TrainConfig, fit, prepare
 from training.word2vec import load_vectors, save_vectors
 
@@ -37,6 +39,9 @@ METHODS: dict[str, dict] = {
 }
 CONVOLUTIONAL = ("caml", "zacnn")
 PEER_METHODS = ("linear", "bigru-lwan", "caml")
+SPLIT_SEED = 0  # every method, seed and variant trains on this one split
+# The paper's claim (FMLC/ASL over the best earlier method, in points), which each report sets its gains beside.
+PAPER_GAINS = {"macro_f1": 3.1, "tail_macro_f1": 6.9}
 console = Console(stderr=True)
 
 
@@ -80,7 +85,7 @@ def add_parent_labels(records: list[Record], sep: str) -> list[Record]:
     return out
 
 
-def _subset(records: list[Record], n: int, seed: int) -> list[Record]:
+def subset(records: list[Record], n: int, seed: int) -> list[Record]:
     idx = np.random.default_rng(seed).permutation(len(records))[:n]
     return [records[i] for i in sorted(idx)]
 
@@ -90,12 +95,12 @@ def load_splits(cfg: ExperimentConfig) -> tuple[dict[str, list[Record]], dict]:
     records = loaded.records
     info: dict = {"docs_loaded": len(records), "duplicates_reported": len(loaded.duplicates)}
     if cfg.max_docs and len(records) > cfg.max_docs:
-        records = _subset(records, cfg.max_docs, 0)
+        records = subset(records, cfg.max_docs, 0)
         info["subset"] = cfg.max_docs
     if cfg.parent_labels:
         records = add_parent_labels(records, cfg.parent_labels)
         info["parent_labels"] = cfg.parent_labels
-    splits = split_records(records, seed=0, use_given=cfg.use_given_split)
+    splits = split_records(records, seed=SPLIT_SEED, use_given=cfg.use_given_split)
     info["split_sizes"] = {k: len(v) for k, v in splits.items()}
     return splits, info
 
@@ -174,10 +179,48 @@ def run(cfg: ExperimentConfig) -> dict:
             results["peer"] = run_peer(cfg, prep, out)
             results["peer_vectors"] = vectors_id  # split/embeddings.txt came from these
             results_path.write_text(json.dumps(results, ensure_ascii=False, indent=1))
-    from training.experiment_report import summarise, write_report
-
+    results["settings"] = report_settings(results["config"]) | {"machine": machine()}
     results["summary"] = summarise(results)
     results_path.write_text(json.dumps(results, ensure_ascii=False, indent=1))
+    write_report(results, out)
+    return results
+
+
+def machine() -> dict:
+    """What the grid's speeds were measured on."""
+    import torch
+
+    return {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads()}
+
+
+def report_settings(config: dict) -> dict:
+    """The settings a report names, resolved from a grid's recorded ExperimentConfig (results["config"])."""
+    base = config.get("base", {})
+    preset = config.get("preset", "paper")  # grids from before presets ran the paper's schedule
+    tc = TrainConfig.from_preset(preset, **{k: v for k, v in base.items() if k in TrainConfig.__annotations__})
+    return {"preset": preset, "changed": sorted(k for k in ("lr", "batch_size", "patience") if k in base),
+            "embed_dim": tc.embed_dim, "hidden": tc.hidden, "graph_dim": tc.graph_dim, "lr": tc.lr,
+            "lr_schedule": tc.lr_schedule, "warmup_epochs": tc.warmup_epochs, "batch_size": tc.batch_size,
+            "patience": tc.patience, "tail_below": tc.tail_below, "epochs_recurrent": config["epochs_recurrent"],
+            "epochs_convolutional": config["epochs_convolutional"], "split_seed": SPLIT_SEED,
+            "paper_epochs": PRESETS["paper"]["epochs"], "paper_gains": PAPER_GAINS}
+
+
+def rerender(out: Path, *, peer: bool = False, graph: bool = False) -> dict:
+    """Rewrite report.md, the plots and the summary from a grid's results.json (e.g. of a grid still
+    running or cut short). `peer` scores LibMultiLabel's saved outputs (out/peer/*.npz) again;
+    `graph` recomputes the label-graph statistics from out/split. The machine is kept from the
+    results; grids that did not record it say so."""
+    results = json.loads((out / "results.json").read_text(encoding="utf-8"))
+    if peer:
+        # Methods whose outputs are not on disk (they are not committed) keep their stored scores.
+        results["peer"] = {**results.get("peer", {}), **rescore_peer(out)}
+    if graph:
+        results["data"]["label_graph"] = graph_info_from_split(out)
+    results["settings"] = report_settings(results["config"]) | {
+        "machine": results.get("settings", {}).get("machine")}
+    results["summary"] = summarise(results)
+    (out / "results.json").write_text(json.dumps(results, ensure_ascii=False, indent=1), encoding="utf-8")
     write_report(results, out)
     return results
 
@@ -262,24 +305,23 @@ def write_split(prep: Prepared, splits: dict[str, list[Record]], folder: Path) -
 
 
 def run_peer(cfg: ExperimentConfig, prep: Prepared, out: Path) -> dict:
-    """LibMultiLabel in its own venv (bench/setup_libmultilabel.sh), scored by our metrics."""
-    root = Path(__file__).resolve().parents[1]
-    python = Path(os.environ.get("FMLC_PEER_PYTHON", root / ".peer-venv" / "bin" / "python"))
+    """LibMultiLabel in its own venv (training/peer/setup_libmultilabel.sh), scored by our metrics."""
+    python = peer.peer_python()
     if not python.exists():
-        msg = f"{python} missing: run bench/setup_libmultilabel.sh first"
+        msg = f"{python} missing: run {peer.SETUP} first"
         console.print(f"[yellow]peer skipped[/]: {msg}")
         return {"skipped": msg}
     peer_out = out / "peer"
-    cmd = [str(python), str(root / "bench" / "libmultilabel_peer.py"), "--split", str(out / "split"),
-           "--out", str(peer_out), "--methods", ",".join(PEER_METHODS), "--val-metric", "Macro-F1",
-           # One thread: with two on this 2-core machine its GRU ran 5-9x slower (measured).
-           "--threads", str(cfg.base.get("threads") or 1)]
+    cmd = peer.command(python, "--split", str(out / "split"), "--out", str(peer_out), "--methods",
+                       ",".join(PEER_METHODS), "--val-metric", "Macro-F1",
+                       # One thread: with two on a 2-core machine its GRU ran 5-9x slower (measured).
+                       "--threads", str(cfg.base.get("threads") or 1))
     if cfg.quick:
         cmd.append("--quick")
     if cfg.peer_epochs:
         cmd += ["--epochs", str(cfg.peer_epochs)]
     console.print("[bold]peer[/]: " + " ".join(cmd))
-    subprocess.run(cmd, check=True, stdout=sys.stderr)
+    subprocess.run(cmd, check=True, stdout=sys.stderr, env=peer.environment())
     return score_peer(prep, peer_out)
 
 

@@ -1,4 +1,8 @@
-"""Turning experiment results into a table (mean ± sample standard deviation over seeds), gains, and plots."""
+"""Turning experiment results into a table (mean ± sample standard deviation over seeds), gains, and plots.
+
+A leaf: results in, markdown and plots out. Every setting the text names (dimensions, schedule, patience,
+split seed, tail cut, the machine, the paper's figures) is read from `results["settings"]`, which
+training.experiment records with the runs."""
 
 from __future__ import annotations
 
@@ -173,21 +177,16 @@ def vectors_clause(runs: dict) -> str:
     return f"{len(known)} recorded set(s) of word2vec vectors{unrecorded}"
 
 
-def _settings_line(cfg: dict, runs: dict) -> str:
-    from training.trainer import TrainConfig
-
-    base = cfg.get("base", {})
-    preset = cfg.get("preset", "paper")  # grids from before presets ran the paper's schedule
-    known = {k: v for k, v in base.items() if k in TrainConfig.__annotations__}
-    tc = TrainConfig.from_preset(preset, **known)
-    changed = sorted(k for k in ("lr", "batch_size", "patience") if k in base)
-    return (f"Settings: preset {preset}{' with ' + ', '.join(changed) + ' changed' if changed else ''}: dimension "
-            f"{tc.embed_dim} (GRU {tc.hidden} per direction, graph {tc.graph_dim}), Adam lr {tc.lr:g} "
-            f"({tc.lr_schedule}{f', warm-up {tc.warmup_epochs:g} epochs' if tc.warmup_epochs else ''}), batch "
-            f"{tc.batch_size}, at most {cfg['epochs_recurrent']} epochs "
-            f"for recurrent and {cfg['epochs_convolutional']} for convolutional models, early stopping on validation "
-            f"macro-F1 (patience {tc.patience}), one split (seed 0) shared by every method, {vectors_clause(runs)}; "
-            f"seeds vary the initialisation only.")
+def _settings_line(settings: dict, runs: dict) -> str:
+    changed = settings.get("changed", [])
+    warmup = f", warm-up {settings['warmup_epochs']:g} epochs" if settings["warmup_epochs"] else ""
+    return (f"Settings: preset {settings['preset']}{' with ' + ', '.join(changed) + ' changed' if changed else ''}: "
+            f"dimension {settings['embed_dim']} (GRU {settings['hidden']} per direction, graph "
+            f"{settings['graph_dim']}), Adam lr {settings['lr']:g} ({settings['lr_schedule']}{warmup}), "
+            f"batch {settings['batch_size']}, at most {settings['epochs_recurrent']} epochs for recurrent and "
+            f"{settings['epochs_convolutional']} for convolutional models, early stopping on validation macro-F1 "
+            f"(patience {settings['patience']}), one split (seed {settings['split_seed']}) shared by every method, "
+            f"{vectors_clause(runs)}; seeds vary the initialisation only.")
 
 
 def _table(summary: dict) -> list[str]:
@@ -282,29 +281,44 @@ def _graph_effect_lines(results: dict) -> list[str]:
     return lines
 
 
+def _machine_clause(settings: dict) -> str:
+    machine = settings.get("machine")
+    if not machine:
+        return "on a machine that was not recorded"
+    threads = machine["torch_threads"]
+    return f"on a {machine['cpus']}-core machine (torch {threads} thread{'s' if threads != 1 else ''})"
+
+
 def write_report(results: dict, out: Path) -> None:
+    """report.md and the plots for `results`, which must hold its `settings` (training.experiment records them)."""
     summary = results["summary"]
     data = results["data"]
+    settings = results["settings"]
     lines = [f"# Experiment: {results['config']['data']}", "",
              f"Docs {data.get('docs_loaded')}, split {data.get('split_sizes')}, labels {data.get('labels')}, "
-             f"tail labels (< 100 training examples) {data.get('tail_labels')}.", "",
+             f"tail labels (< {settings['tail_below']} training examples) {data.get('tail_labels')}.", "",
              *_graph_lines(data.get("label_graph")),
              "Test-split metrics in %, mean ± std over seeds, per-label thresholds tuned on the validation split "
              "(the fixed-0.5 numbers are in results.json). Macro averages run over all labels of the training set; "
              "a label with no positives and no predictions in the test split counts 0. P@k counts the true labels "
              "among the k highest scores, divided by k; equal scores rank in label order (labels.json).", "",
              STD_NOTE + ".", "",
-             _settings_line(results["config"], results["runs"]), ""]
+             _settings_line(settings, results["runs"]), ""]
     lines += _table(summary)
-    lines += ["", "s/epoch and docs/s were measured inside the grid on a shared 2-core machine (torch 1 thread) "
-              "and are only indicative; `bench/` measures speed side by side."]
+    lines += ["", f"s/epoch and docs/s were measured inside the grid {_machine_clause(settings)} and are only "
+              "indicative; `bench/` measures speed side by side."]
     if "gains" in summary:
         g = summary["gains"]
+        paper = settings.get("paper_gains", {})
+
+        def claim(key: str) -> str:
+            return f" (paper: {paper[key]:+.1f})" if key in paper else ""
+
         lines += ["", "## FMLC/ASL against the best earlier method",
-                  f"- macro-F1: {g['macro_f1']['points']:+.2f} points over {g['macro_f1']['best_baseline']} "
-                  "(paper: +3.1)",
+                  f"- macro-F1: {g['macro_f1']['points']:+.2f} points over {g['macro_f1']['best_baseline']}"
+                  + claim("macro_f1"),
                   f"- tail macro-F1: {g['tail_macro_f1']['points']:+.2f} points over "
-                  f"{g['tail_macro_f1']['best_baseline']} (paper: +6.9)"]
+                  f"{g['tail_macro_f1']['best_baseline']}" + claim("tail_macro_f1")]
         o = summary["gains_over_everything_else"]
         lines += [f"- against every other row (ablations included): macro-F1 {o['macro_f1']['points']:+.2f} "
                   f"(vs {o['macro_f1']['best_other']}), tail {o['tail_macro_f1']['points']:+.2f} "
@@ -341,14 +355,11 @@ def write_report(results: dict, out: Path) -> None:
         _learning_curves(results, out)
 
 
-PAPER_EPOCHS = 10
-
-
 def _with_history(results: dict) -> dict[str, dict]:
     return {key: run for key, run in results["runs"].items() if run.get("history")}
 
 
-def epoch_cap_effect(results: dict, cap: int = PAPER_EPOCHS) -> dict[str, dict]:
+def epoch_cap_effect(results: dict, cap: int) -> dict[str, dict]:
     """Per run with a recorded history: the best validation macro-F1 within the first `cap` epochs
     against the best over the whole run. The learning rate is constant, so the first `cap` epochs
     are what a run capped at `cap` would have trained."""
@@ -364,13 +375,14 @@ def epoch_cap_effect(results: dict, cap: int = PAPER_EPOCHS) -> dict[str, dict]:
 
 
 def _curve_lines(results: dict) -> list[str]:
-    effect = epoch_cap_effect(results)
+    settings = results["settings"]
+    cap = settings["paper_epochs"]
+    effect = epoch_cap_effect(results, cap)
     if not effect:
         return []
-    cap = PAPER_EPOCHS
     lines = ["## Validation macro-F1 by epoch", "",
              f"Best epoch and validation macro-F1 (tuned thresholds, %) of each run, and the best within the paper's "
-             f"{cap} epochs; early stopping has patience 3.", "",
+             f"{cap} epochs; early stopping has patience {settings['patience']}.", "",
              f"| run | epochs run | best epoch | best valid macro-F1 | best within {cap} epochs (epoch) | "
              f"gained after epoch {cap} |", "|---|---|---|---|---|---|"]
     for key, e in effect.items():
@@ -381,6 +393,7 @@ def _curve_lines(results: dict) -> list[str]:
 
 
 def _learning_curves(results: dict, out: Path) -> None:
+    cap = results["settings"]["paper_epochs"]
     fig, ax = plt.subplots(figsize=(7, 4))
     colours: dict[str, str] = {}
     for key, run in _with_history(results).items():
@@ -388,7 +401,7 @@ def _learning_curves(results: dict, out: Path) -> None:
         f1 = [100 * h["valid_macro_f1"] for h in run["history"]]
         colour = colours.setdefault(run["method"], f"C{len(colours)}")
         ax.plot(epochs, f1, marker=".", color=colour, label=key)
-    ax.axvline(PAPER_EPOCHS, color="grey", linestyle=":", label=f"paper's cap ({PAPER_EPOCHS})")
+    ax.axvline(cap, color="grey", linestyle=":", label=f"paper's cap ({cap})")
     ax.set_xlabel("epoch")
     ax.set_ylabel("validation macro-F1 (%)")
     ax.legend(fontsize=8)
@@ -420,7 +433,8 @@ def _plots(results: dict, out: Path) -> None:
             f1 = np.mean([r["tuned"]["per_label_f1"] for r in runs], axis=0)
             ax.scatter(counts, f1, marker=marker, alpha=0.7, label=method)
     ax.set_xscale("log")
-    ax.axvline(100, color="grey", linestyle=":", label="tail cut (100)")
+    tail_below = results["settings"]["tail_below"]
+    ax.axvline(tail_below, color="grey", linestyle=":", label=f"tail cut ({tail_below})")
     ax.set_xlabel("training examples of the label (log)")
     ax.set_ylabel("test F1")
     ax.legend()
@@ -429,35 +443,7 @@ def _plots(results: dict, out: Path) -> None:
     plt.close(fig)
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Re-render report.md and the plots from a results.json (e.g. of a grid still running or cut short):
-    python -m training.experiment_report reports/NAME [--rescore-peer] [--graph-stats]
-    --rescore-peer scores LibMultiLabel's saved outputs (reports/NAME/peer/*.npz) again first;
-    --graph-stats recomputes the label-graph statistics from reports/NAME/split."""
-    import argparse
-    import json
-
-    ap = argparse.ArgumentParser(description="re-render an experiment report")
-    ap.add_argument("out", type=Path)
-    ap.add_argument("--rescore-peer", action="store_true")
-    ap.add_argument("--graph-stats", action="store_true", help="recompute the label-graph statistics from the split")
-    args = ap.parse_args(argv)
-    out = args.out
-    results = json.loads((out / "results.json").read_text(encoding="utf-8"))
-    if args.rescore_peer:
-        from training.experiment import rescore_peer
-
-        # Methods whose outputs are not on disk (they are not committed) keep their stored scores.
-        results["peer"] = {**results.get("peer", {}), **rescore_peer(out)}
-    if args.graph_stats:
-        from training.experiment import graph_info_from_split
-
-        results["data"]["label_graph"] = graph_info_from_split(out)
-    results["summary"] = summarise(results)
-    (out / "results.json").write_text(json.dumps(results, ensure_ascii=False, indent=1), encoding="utf-8")
-    write_report(results, out)
-    print(f"wrote {out / 'report.md'}")
-
-
 if __name__ == "__main__":
-    main()
+    from training.cli import run_as_module
+
+    run_as_module("report")

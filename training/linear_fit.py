@@ -8,7 +8,6 @@ the tensor model.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 import numpy as np
 import scipy.sparse as sp
@@ -17,9 +16,6 @@ from sklearn.linear_model import LogisticRegression
 from tqdm.auto import tqdm
 
 from fmlc.models.linear import LinearTfidf
-
-if TYPE_CHECKING:
-    from training.trainer import TrainConfig
 
 
 def tfidf_matrix(encoded: Sequence[Sequence[int]], vocab_size: int, idf: np.ndarray | None = None
@@ -44,15 +40,17 @@ def tfidf_matrix(encoded: Sequence[Sequence[int]], vocab_size: int, idf: np.ndar
     return x.tocsr(), idf
 
 
-def fit_linear(net: LinearTfidf, encoded: Sequence[Sequence[int]], y: np.ndarray, cfg: TrainConfig) -> None:
+def fit_linear(net: LinearTfidf, encoded: Sequence[Sequence[int]], y: np.ndarray, c: float, seed: int,
+               progress: bool = False) -> None:
+    """One logistic regression per label (inverse regularisation `c`), copied into `net`."""
     x, idf = tfidf_matrix(encoded, net.idf.shape[0])
     coef = np.zeros((y.shape[1], x.shape[1]), dtype=np.float32)
     intercept = np.full(y.shape[1], -10.0, dtype=np.float32)  # a label never seen stays "no"
-    for j in tqdm(range(y.shape[1]), desc="linear one-vs-rest", disable=not cfg.progress, leave=False):
+    for j in tqdm(range(y.shape[1]), desc="linear one-vs-rest", disable=not progress, leave=False):
         target = y[:, j]
         if target.min() == target.max():
             continue
-        clf = LogisticRegression(C=cfg.linear_c, solver="liblinear", max_iter=200, random_state=cfg.seed)
+        clf = LogisticRegression(C=c, solver="liblinear", max_iter=200, random_state=seed)
         clf.fit(x, target)
         coef[j] = clf.coef_[0]
         intercept[j] = clf.intercept_[0]

@@ -1,7 +1,7 @@
 """One markdown table across experiment reports, for the README: macro-F1 / tail macro-F1 per method
 and data set, the best LibMultiLabel row, and FMLC/ASL's lead over the best earlier method.
 
-    python -m training.results_table reports/ccks2019_fin reports/duee1.0_parents reports/cail2018_subset
+    fmlc results-table reports/ccks2019_fin reports/duee1.0_parents reports/cail2018_subset
 
 Every cell is recomputed from each report's results.json, so the README's table cannot drift from the
 committed runs.
@@ -9,7 +9,6 @@ committed runs.
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
@@ -86,13 +85,7 @@ def table(reports: list[Path], names: list[str] | None = None) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description="one markdown table across experiment reports")
-    ap.add_argument("reports", type=Path, nargs="+", help="report folders holding results.json")
-    ap.add_argument("--names", help="comma list of column titles, one per report (default: folder names)")
-    args = ap.parse_args(argv)
-    print(table(args.reports, args.names.split(",") if args.names else None))
-
-
 if __name__ == "__main__":
-    main()
+    from training.cli import run_as_module
+
+    run_as_module("results-table")

@@ -1,8 +1,8 @@
 """How FMLC/ASL's validation macro-F1 moves with its loss and graph settings — validation only.
 
-    python -m training.sensitivity --data ../shared/data/duee1.0 --parent-labels - \\
+    fmlc sensitivity --data ../shared/data/duee1.0 --parent-labels - \\
         --out reports/duee1.0_parents/sensitivity [--seeds 1] [--epochs 10] [--lr 1e-3] [--threads 1]
-    python -m training.sensitivity --out reports/duee1.0_parents/sensitivity --render-only
+    fmlc sensitivity --out reports/duee1.0_parents/sensitivity --render-only
 
 The split is the experiment's (seed 0, same records), so the validation split here is the one the
 experiment tunes thresholds and picks epochs on. The test split is never scored in the output:
@@ -12,7 +12,6 @@ Writes sensitivity.json (resumable: finished variants are kept), sensitivity.md 
 
 from __future__ import annotations
 
-import argparse
 import json
 from dataclasses import asdict
 from pathlib import Path
@@ -146,34 +145,25 @@ def write_report(results: dict, out: Path) -> None:
     plt.close(fig)
 
 
-def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--data")
-    ap.add_argument("--out", type=Path, required=True)
-    ap.add_argument("--parent-labels", default=None)
-    ap.add_argument("--max-docs", type=int, default=None)
-    ap.add_argument("--seeds", type=int, default=1)
-    ap.add_argument("--epochs", type=int, default=10)
-    ap.add_argument("--lr", type=float, default=1e-3)
-    ap.add_argument("--dim", type=int, default=300)
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--variants", default=None, help="comma list of variant names (default: all)")
-    ap.add_argument("--render-only", action="store_true", help="rewrite sensitivity.md/.png from sensitivity.json")
-    args = ap.parse_args(argv)
-    if args.render_only:
-        results = json.loads((args.out / "sensitivity.json").read_text(encoding="utf-8"))
-        results["summary"] = summarise(results)
-        (args.out / "sensitivity.json").write_text(json.dumps(results, ensure_ascii=False, indent=1), encoding="utf-8")
-        write_report(results, args.out)
-        return
-    if not args.data:
-        ap.error("--data is required (unless --render-only)")
-    base = {"lr": args.lr, "embed_dim": args.dim, "hidden": args.dim, "attn_dim": args.dim, "graph_dim": args.dim,
-            "filters": args.dim, "threads": args.threads}
-    variants = [v.strip() for v in args.variants.split(",")] if args.variants else None
-    run(args.data, args.out, parent_labels=args.parent_labels, seeds=args.seeds, base=base, epochs=args.epochs,
-        variants=variants, max_docs=args.max_docs)
+def render(out: Path) -> None:
+    """Rewrite sensitivity.md and sensitivity.png from sensitivity.json."""
+    results = json.loads((out / "sensitivity.json").read_text(encoding="utf-8"))
+    results["summary"] = summarise(results)
+    (out / "sensitivity.json").write_text(json.dumps(results, ensure_ascii=False, indent=1), encoding="utf-8")
+    write_report(results, out)
+
+
+def run_options(data: str, out: Path, *, parent_labels: str | None = None, max_docs: int | None = None,
+                seeds: int = 1, epochs: int = 10, lr: float = 1e-3, dim: int = TrainConfig.embed_dim,
+                threads: int = 1, variants: list[str] | None = None) -> dict:
+    """run() with the study's defaults: the paper's dimension, 10 epochs at lr 1e-3, one thread."""
+    base = {"lr": lr, "embed_dim": dim, "hidden": dim, "attn_dim": dim, "graph_dim": dim, "filters": dim,
+            "threads": threads}
+    return run(data, out, parent_labels=parent_labels, seeds=seeds, base=base, epochs=epochs, variants=variants,
+               max_docs=max_docs)
 
 
 if __name__ == "__main__":
-    main()
+    from training.cli import run_as_module
+
+    run_as_module("sensitivity")

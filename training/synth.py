@@ -19,18 +19,16 @@ labelled (as annotators do), and label names turn up as hearsay. Text alone ther
 reach a perfect score (a TF-IDF linear model gets about 0.8 micro-F1); label co-occurrence helps
 on the tail.
 
-``python -m training.synth --n 120000 --seed 0 --out data.jsonl --stats`` writes and describes it.
+``fmlc synth --n 120000 --seed 0 --out data.jsonl --stats`` writes and describes it.
 """
 
 from __future__ import annotations
 
-import argparse
 import bisect
 import itertools
 import json
 import math
 import random
-import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -1167,26 +1165,7 @@ def describe(records: list[dict], tokenizer: Tokenizer | None = None) -> dict:
     return out
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Generate the synthetic FMLC complaint dataset.")
-    parser.add_argument("--n", type=int, default=120_000)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path, help="write JSONL here")
-    parser.add_argument("--stats", action="store_true", help="print statistics (tokenises every text)")
-    args = parser.parse_args(argv)
-    t0 = time.perf_counter()
-    records = generate(args.n, args.seed)
-    elapsed = time.perf_counter() - t0
-    if args.out:
-        with args.out.open("w", encoding="utf-8") as fh:
-            for rec in records:
-                fh.write(json.dumps(rec, ensure_ascii=False) + "\n")
-    print(f"generated {len(records)} complaints in {elapsed:.1f}s")
-    if args.stats:
-        from fmlc.text import Tokenizer
-
-        print(json.dumps(describe(records, Tokenizer()), ensure_ascii=False, indent=1))
-
-
 if __name__ == "__main__":
-    main()
+    from training.cli import run_as_module
+
+    run_as_module("synth")

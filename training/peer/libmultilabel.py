@@ -1,11 +1,12 @@
 """Side-by-side reference run with LibMultiLabel 0.10.0 (linear one-vs-rest, BiGRU-LWAN, CAML).
 
-Runs in its own venv (`bench/setup_libmultilabel.sh` creates `.peer-venv`), never in the project's,
+Runs in its own venv (`training/peer/setup_libmultilabel.sh` creates `.peer-venv`), never in the project's,
 because LibMultiLabel pins torchmetrics 0.10.3 and an old-style lightning stack. The project calls
-this file through a subprocess and reads back plain numpy/JSON files only.
+this module through a subprocess (`training.peer.command`) and reads back plain numpy/JSON files only;
+it imports nothing of the project.
 
 Usage:
-    .peer-venv/bin/python bench/libmultilabel_peer.py --split DIR --out DIR \\
+    PYTHONPATH=. .peer-venv/bin/python -m training.peer.libmultilabel --split DIR --out DIR \\
         --methods linear,bigru-lwan,caml [--epochs N] [--quick] [--rnn-dim 600] ...
 
 Input (--split DIR): train.jsonl / valid.jsonl / test.jsonl with records
@@ -36,7 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 PEER_PYTHON = REPO / ".peer-venv" / "bin" / "python"
 METHODS = ("linear", "bigru-lwan", "caml")
 QUICK_MAX_TRAIN = 600
@@ -83,10 +84,11 @@ def ensure_peer_environment() -> None:
         print(f"[peer] LibMultiLabel not importable in {here} ({reason}); re-running with {PEER_PYTHON}",
               file=sys.stderr, flush=True)
         os.environ["FMLC_PEER_REEXEC"] = "1"
-        os.execv(str(PEER_PYTHON), [str(PEER_PYTHON), str(Path(__file__).resolve()), *sys.argv[1:]])
+        os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
+        os.execv(str(PEER_PYTHON), [str(PEER_PYTHON), "-m", "training.peer.libmultilabel", *sys.argv[1:]])
     print(
         f"[peer] error: LibMultiLabel (with its [nn] extra) is not importable in {here}: {reason}\n"
-        f"[peer] create the peer venv with `bench/setup_libmultilabel.sh` and run this script with "
+        f"[peer] create the peer venv with `training/peer/setup_libmultilabel.sh` and run this module with "
         f"{PEER_PYTHON}",
         file=sys.stderr,
     )

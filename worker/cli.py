@@ -1,0 +1,45 @@
+"""The worker package's `fmlc` commands: `worker` (the streaming service) and `demo` (the whole path on
+the embedded default). Registered under the `fmlc.commands` entry-point group; `fmlc.cli` assembles
+them with the library's own commands."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+app = typer.Typer()
+DEMO_DEFAULT = "Unset: the demo's default (worker.demo.DemoConfig)"
+
+
+@app.command()
+def demo(
+    reuse_model: Annotated[bool, typer.Option(help="reuse runs/demo/model if it exists")] = False,
+    n_train: Annotated[int | None, typer.Option(help="synthetic complaints to train on. " + DEMO_DEFAULT)] = None,
+    n_stream: Annotated[int | None, typer.Option(help="complaints to stream through the worker. " + DEMO_DEFAULT)]
+    = None,
+    preset: Annotated[str | None, typer.Option(help="training preset of the demo's model. " + DEMO_DEFAULT)] = None,
+    epochs: Annotated[int | None, typer.Option(help="unset: the preset's")] = None,
+    workdir: Annotated[Path | None, typer.Option(help="unset: the demo's folder")] = None,
+    serve: Annotated[bool, typer.Option(help="keep the worker up after the summary until Ctrl-C")] = False,
+    rate: Annotated[float | None, typer.Option(help="messages/s to send; 0 = as fast as possible")]
+    = None,
+) -> None:
+    """The main job on the embedded default: synthesize, train a small FMLC/ASL, start a broker and Redis,
+    stream complaints through the worker with a live view, then print a summary."""
+    from worker.demo import DemoConfig, run_demo
+
+    # Options left unset keep DemoConfig's defaults, so they are written in one place.
+    given = {k: v for k, v in {"n_train": n_train, "n_stream": n_stream, "preset": preset, "epochs": epochs,
+                                "workdir": workdir, "rate": rate}.items() if v is not None}
+    raise typer.Exit(run_demo(DemoConfig(reuse_model=reuse_model, serve=serve, **given)))
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []})
+def worker(ctx: typer.Context) -> None:
+    """Run the streaming worker. Settings come from FMLC_* variables; every non-secret setting is also a
+    flag (`fmlc worker --help` lists them, e.g. --model-path, --batch-size, --create-topics true)."""
+    from worker.__main__ import main as worker_main
+
+    raise typer.Exit(worker_main(list(ctx.args)))
