@@ -88,14 +88,12 @@ def declared_in_source_tree(pyproject: Path | None = None) -> list[str]:
     run without installing it (or installed before the group existed). Empty where there is no
     pyproject.toml beside the package, or no TOML reader (Python 3.10: install the project instead)."""
     pyproject = pyproject or Path(__file__).resolve().parents[1] / "pyproject.toml"
-    if not pyproject.is_file():
-        return []
-    try:
+    if sys.version_info >= (3, 11) and pyproject.is_file():
         import tomllib
-    except ModuleNotFoundError:
-        return []
-    project = tomllib.loads(pyproject.read_text(encoding="utf-8")).get("project", {})
-    return list(project.get("entry-points", {}).get(COMMANDS_GROUP, {}).values())
+
+        project = tomllib.loads(pyproject.read_text(encoding="utf-8")).get("project", {})
+        return list(project.get("entry-points", {}).get(COMMANDS_GROUP, {}).values())
+    return []
 
 
 def _load(spec: str) -> typer.Typer:

@@ -5,7 +5,7 @@ them with the library's own commands."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -31,8 +31,9 @@ def demo(
     from worker.demo import DemoConfig, run_demo
 
     # Options left unset keep DemoConfig's defaults, so they are written in one place.
-    given = {k: v for k, v in {"n_train": n_train, "n_stream": n_stream, "preset": preset, "epochs": epochs,
-                                "workdir": workdir, "rate": rate}.items() if v is not None}
+    options: dict[str, Any] = {"n_train": n_train, "n_stream": n_stream, "preset": preset, "epochs": epochs,
+                               "workdir": workdir, "rate": rate}
+    given = {k: v for k, v in options.items() if v is not None}
     raise typer.Exit(run_demo(DemoConfig(reuse_model=reuse_model, serve=serve, **given)))
 
 
