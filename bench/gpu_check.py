@@ -3,7 +3,7 @@
     bash bench/gpu_check.sh [--model DIR] [--only STEP ...]     (the script picks the interpreter)
     python -m bench.gpu_check --plan                            (print the plan, measure nothing)
 
-Machines with an accelerator are lent rarely and briefly, so this run is prepared in advance and
+Time on a machine with an accelerator is rare and short, so this run is prepared in advance and
 bounded: it finishes within 8 minutes in total, every step has its own time budget and runs in a
 child process of its own (a hung CUDA call is killed with its step, not with the run), and
 bench/results/gpu.{json,md} are rewritten after every step, so a step that fails or runs out of
@@ -258,8 +258,8 @@ def step_cpu_model(model_dir: Path, texts: Sequence[str], emit: Emit, batch_size
     result: dict[str, Any] = {"threads": threads, "rows": []}
     for quantize in (None, "int8"):
         try:
-            predictor = _load(model_dir, "cpu", torch_threads=threads, **({"quantize": quantize} if quantize else {}))
-        except (TypeError, ValueError, RuntimeError) as exc:  # no int8 on this build: say so, keep fp32
+            predictor = _load(model_dir, "cpu", torch_threads=threads, quantize=quantize)
+        except (ValueError, RuntimeError) as exc:  # no int8 kernels in this build: say so, keep fp32
             result["rows"].append({"mode": quantize, "error": f"{type(exc).__name__}: {exc}"})
             continue
         encoded = [predictor.artifact.vocab.encode(t, predictor.max_len) for t in predictor.tokenize(texts)]

