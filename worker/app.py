@@ -115,8 +115,8 @@ class WorkerApp:
     def start(self) -> WorkerApp:
         s = self.s
         check_codecs()
-        served = self._preloaded or load_model(s.model_path, s.device, s.cpu_threads)
-        self.metrics.set_model(served.version, served.device)
+        served = self._preloaded or load_model(s.model_path, s.device, s.cpu_threads, s.quantize)
+        self.metrics.set_model(served.version, served.device, served.quantize)
         log.info("model %s on %s, %d labels", served.version, served.device, len(served.labels))
         self.alerts = AlertRules.load(s.alert_rules)
         self.alerts.check_labels(served.labels)
@@ -133,7 +133,8 @@ class WorkerApp:
         check_transactional_id(s)
         self.producer = make_producer(s)
         self.models = ModelWatcher(s.model_path, s.device, s.cpu_threads, s.model_poll_interval_s, served,
-                                   on_swap=self._model_swapped, on_result=self._reload_result)
+                                   on_swap=self._model_swapped, on_result=self._reload_result,
+                                   quantize=s.quantize)
         self.pipeline = Pipeline(s, self.metrics, self.models, self.cache, self.alerts, self.producer,
                                  self.epochs, group_metadata=lambda: self._group_md, on_fatal=self.fail)
         self.metrics.watch_stages(self.pipeline.progress.stalled_for, self.pipeline.progress.stages)
@@ -524,7 +525,7 @@ class WorkerApp:
 
     # --- model -------------------------------------------------------------------------------------
     def _model_swapped(self, new: ServedModel) -> None:
-        self.metrics.set_model(new.version, new.device)
+        self.metrics.set_model(new.version, new.device, new.quantize)
         self.alerts.check_labels(new.labels)
 
     def _reload_result(self, ok: bool) -> None:

@@ -1,4 +1,4 @@
-"""A Redis cache of predictions, keyed by the normalised text and the model version.
+"""A Redis cache of predictions, keyed by the normalised text, the model version and its quantisation.
 
 The cache is an optimisation, never a dependency: every Redis call has a short socket timeout and
 no client-side retries, and after a failure the cache is skipped entirely for a back-off period
@@ -51,8 +51,11 @@ class LabelCache:
             url, socket_timeout=socket_timeout_s, socket_connect_timeout=socket_timeout_s,
             retry=Retry(NoBackoff(), 0), retry_on_timeout=False, health_check_interval=0)
 
-    def key(self, text: str, model_version: str) -> str:
-        return f"{self.prefix}:labels:{model_version}:{text_digest(text)}"
+    def key(self, text: str, model_version: str, quantize: str = "none") -> str:
+        # An int8 model's labels can differ from its fp32 twin's: each has keys of its own. fp32
+        # keys keep the layout they always had, so existing entries stay valid.
+        served = model_version if quantize == "none" else f"{model_version}+{quantize}"
+        return f"{self.prefix}:labels:{served}:{text_digest(text)}"
 
     @property
     def available(self) -> bool:

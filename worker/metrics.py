@@ -64,8 +64,8 @@ class WorkerMetrics:
                            registry=r)
         self.last_processed = Gauge("fmlc_last_processed_timestamp_seconds", "Unix time of the last "
                                     "acknowledged batch.", registry=r)
-        self.model_info = Gauge("fmlc_model_info", "The model being served (value 1).", ["version", "device"],
-                                registry=r)
+        self.model_info = Gauge("fmlc_model_info", "The model being served (value 1); quantize: none or int8.",
+                                ["version", "device", "quantize"], registry=r)
         self.assigned_partitions = Gauge("fmlc_assigned_partitions", "Input partitions assigned to this "
                                          "worker.", registry=r)
         self.paused = Gauge("fmlc_consumer_paused", "1 while fetching is paused for back-pressure.", registry=r)
@@ -144,10 +144,10 @@ class WorkerMetrics:
         for stage in stages:
             self.stage_stall.labels(stage=stage).set_function(functools.partial(stall_for, stage))
 
-    def set_model(self, version: str, device: str) -> None:
+    def set_model(self, version: str, device: str, quantize: str = "none") -> None:
         # Exactly one series at a time: the old version's series goes when the new one comes.
         self.model_info.clear()
-        self.model_info.labels(version=version, device=device).set(1)
+        self.model_info.labels(version=version, device=device, quantize=quantize).set(1)
 
     def value(self, name: str, labels: dict[str, str] | None = None) -> float:
         """Current sample value (0 when absent) — for tests and the CLI's status output."""

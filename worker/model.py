@@ -42,6 +42,7 @@ class ServedModel:
     version: str
     device: str
     labels: tuple[str, ...]
+    quantize: str = "none"  # part of the cache key and of fmlc_model_info: fp32 and int8 results never mix
 
 
 def usable_cpus() -> int:
@@ -55,15 +56,16 @@ def default_cpu_threads() -> int:
     return max(1, usable_cpus() - 1)
 
 
-def load_model(path: Path, device: str | None, threads: int | None) -> ServedModel:
+def load_model(path: Path, device: str | None, threads: int | None, quantize: str = "none") -> ServedModel:
     if threads is None and not (device or "auto").startswith("cuda"):
         threads = default_cpu_threads()
-    predictor = Predictor.load(path, device=device, torch_threads=threads)
+    # Refuses int8 on a CUDA device ("auto" resolved to one): fmlc.predictor.check_quantize.
+    predictor = Predictor.load(path, device=device, torch_threads=threads, quantize=quantize)
     # jieba builds its dictionary and torch its kernels on first use (about a second); doing that
     # here keeps the first real batch — and a reload's first batch — inside the latency target.
     predictor.predict([PROBE_TEXT])
     return ServedModel(predictor=predictor, version=predictor.version, device=predictor.device,
-                       labels=tuple(predictor.labels))
+                       labels=tuple(predictor.labels), quantize=predictor.quantize)
 
 
 class ModelWatcher:
@@ -71,8 +73,9 @@ class ModelWatcher:
 
     def __init__(self, path: Path, device: str | None, threads: int | None, poll_interval_s: float,
                  initial: ServedModel, on_swap: Callable[[ServedModel], None],
-                 on_result: Callable[[bool], None]) -> None:
+                 on_result: Callable[[bool], None], quantize: str = "none") -> None:
         self.path = path
+        self.quantize = quantize
         self.device = device
         self.threads = threads
         self.poll_interval_s = poll_interval_s
@@ -122,7 +125,7 @@ class ModelWatcher:
             log.debug("version %s failed to load before; trying again", on_disk)
         log.info("loading model %s from %s (serving %s)", on_disk, self.path, self.current.version)
         try:
-            new = load_model(self.path, self.device, self.threads)
+            new = load_model(self.path, self.device, self.threads, self.quantize)
         except Exception as exc:
             self._failed_version = on_disk
             self._on_result(False)

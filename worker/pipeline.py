@@ -269,7 +269,8 @@ class Pipeline:
         if self.cache is not None and valid:
             t0 = time.perf_counter()
             for j in valid:
-                j.cache_key = self.cache.key(j.complaint.text, work.model.version)  # type: ignore[union-attr]
+                j.cache_key = self.cache.key(j.complaint.text, work.model.version,  # type: ignore[union-attr]
+                                             work.model.quantize)
             hits = self.cache.get_many([j.cache_key for j in valid])  # type: ignore[misc]
             work.cache_s = time.perf_counter() - t0
             for job, labels in zip(valid, hits, strict=True):

@@ -1,0 +1,114 @@
+"""FMLC_QUANTIZE=int8: the setting, the CUDA refusal, the cache key, fmlc_model_info, and int8
+predictions against fp32 on the tiny model; one worker run through the real broker and Redis."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from worker.settings import SettingsError, WorkerSettings, load_settings
+
+
+def test_the_setting_accepts_none_and_int8_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert WorkerSettings().quantize == "none"
+    assert load_settings(quantize="INT8 ").quantize == "int8"
+    with pytest.raises(SettingsError, match="FMLC_QUANTIZE"):
+        load_settings(quantize="fp16")
+    monkeypatch.setenv("FMLC_QUANTIZE", "int8")
+    assert load_settings().quantize == "int8"
+    from worker.__main__ import build_parser
+
+    args = build_parser().parse_args(["--quantize", "none"])
+    assert load_settings(**vars(args)).quantize == "none", "the flag overrides the environment"
+
+
+@pytest.mark.parametrize("device", ["cuda", "cuda:1", " CUDA:0"])
+def test_int8_on_a_cuda_device_is_refused_at_settings_validation(device: str) -> None:
+    with pytest.raises(SettingsError, match="FMLC_QUANTIZE=int8 runs on the CPU only"):
+        load_settings(quantize="int8", device=device)
+    assert load_settings(quantize="none", device=device).device == device
+
+
+def test_int8_on_cuda_is_refused_at_model_load_too() -> None:
+    # FMLC_DEVICE unset ("auto") resolves only at model load; the predictor checks the resolved device.
+    from fmlc.predictor import check_quantize
+
+    with pytest.raises(ValueError, match="int8 quantisation runs on the CPU only, and the device is cuda"):
+        check_quantize("int8", "cuda")
+    with pytest.raises(ValueError, match="quantize must be one of none, int8"):
+        check_quantize("int4", "cpu")
+    assert check_quantize(None, "cuda") == "none"
+    assert check_quantize("int8", "cpu") == "int8"
+
+
+def test_the_cache_key_keeps_fp32_and_int8_apart() -> None:
+    from worker.cache import LabelCache, text_digest
+    from worker.metrics import WorkerMetrics
+
+    cache = LabelCache("redis://127.0.0.1:1/0", 60, WorkerMetrics(), prefix="p")  # never connected here
+    text = "平台暴力催收"
+    fp32 = cache.key(text, "fmlc-abc")
+    assert fp32 == f"p:labels:fmlc-abc:{text_digest(text)}", "fp32 keys keep their layout: old entries stay valid"
+    assert cache.key(text, "fmlc-abc", "none") == fp32
+    int8 = cache.key(text, "fmlc-abc", "int8")
+    assert int8 != fp32 and "fmlc-abc+int8" in int8
+
+
+def test_model_info_carries_the_quantisation() -> None:
+    from worker.metrics import WorkerMetrics
+
+    m = WorkerMetrics()
+    m.set_model("v1", "cpu", "int8")
+    assert m.value("fmlc_model_info", {"version": "v1", "device": "cpu", "quantize": "int8"}) == 1
+    m.set_model("v2", "cpu")
+    assert m.value("fmlc_model_info", {"version": "v1", "device": "cpu", "quantize": "int8"}) == 0
+    assert m.value("fmlc_model_info", {"version": "v2", "device": "cpu", "quantize": "none"}) == 1
+
+
+def jaccard(a: list[str], b: list[str]) -> float:
+    return 1.0 if not a and not b else len(set(a) & set(b)) / len(set(a) | set(b))
+
+
+def test_int8_predictions_agree_with_fp32_on_the_tiny_model(tiny_model_dir: Path, tiny_splits) -> None:
+    import torch
+
+    from worker.model import load_model
+
+    fp32 = load_model(tiny_model_dir, "cpu", 1)
+    int8 = load_model(tiny_model_dir, "cpu", 1, "int8")
+    assert (fp32.quantize, int8.quantize) == ("none", "int8")
+    assert any(isinstance(mod, torch.ao.nn.quantized.dynamic.GRU) for mod in int8.predictor.model.modules())
+    assert not any(isinstance(mod, torch.ao.nn.quantized.dynamic.GRU) for mod in fp32.predictor.model.modules())
+    texts = [d.text for d in tiny_splits["test"]]
+    a = fp32.predictor.predict(texts)
+    b = int8.predictor.predict(texts)
+    scores = [jaccard(x.names, y.names) for x, y in zip(a, b, strict=True)]
+    assert sum(scores) / len(scores) >= 0.95, sum(scores) / len(scores)
+    assert any(x.to_dict() != y.to_dict() for x, y in zip(a, b, strict=True)), "int8 is not the fp32 model"
+
+
+def test_an_int8_worker_serves_through_the_broker_with_its_own_cache_keys(
+        kafka_broker, redis_server, tiny_model_dir: Path) -> None:
+    import redis
+
+    from bench.streamkit import Reader, ThreadWorker, ensure, message, metric, produce, worker_settings
+
+    s = worker_settings(kafka_broker.bootstrap, tiny_model_dir, redis_url=redis_server.url, quantize="int8",
+                        batch_size=8)
+    ensure(s)
+    texts = ["平台暴力催收，天天打电话", "提现一直不到账", "利息太高"]
+    produce(kafka_broker.bootstrap, s.input_topic,
+            [(f"q{i}".encode(), message(f"q{i}", t)) for i, t in enumerate(texts)])
+    reader = Reader(kafka_broker.bootstrap, s.output_topic).start()
+    w = ThreadWorker(s).start()
+    try:
+        w.wait_ready(60)
+        reader.wait_count(3, 60, "int8 outputs")
+        assert metric(w.metrics(), "fmlc_model_info", version=w.app.models.current.version, device="cpu",
+                      quantize="int8") == 1
+    finally:
+        w.terminate()
+        reader.close()
+    keys = redis.Redis.from_url(redis_server.url).keys(f"{s.cache_prefix}:labels:*")
+    assert len(keys) == 3 and all(b"+int8:" in k for k in keys), keys
