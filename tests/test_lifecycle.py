@@ -4,6 +4,7 @@ promotion gate that swaps the served model's symlink."""
 from __future__ import annotations
 
 import json
+import os
 import time
 import uuid
 from pathlib import Path
@@ -141,6 +142,7 @@ def test_swap_link_is_atomic_and_only_swaps_links(tmp_path: Path) -> None:
     assert link.resolve() == a.resolve()
     swap_link(link, b)
     assert link.resolve() == b.resolve() and link.is_symlink()
+    assert os.readlink(link) == "../b"  # relative: the same inside a container mounting tmp_path elsewhere
     assert [p.name for p in link.parent.iterdir()] == ["current"]  # no side link left behind
     with pytest.raises(ValueError, match="not a symlink"):
         swap_link(a, b)
@@ -223,3 +225,48 @@ def test_shadow_scores_a_sample_and_survives_its_failures(tiny_model_dir: Path, 
     working_model_broken_topic = ShadowScorer(tiny_model_dir, 1.0, "shadow", broken_send, metrics)
     working_model_broken_topic.score([Sample("x", "利息太高", (), "v")])
     assert metrics.value("fmlc_shadow_samples_total", {"result": "error"}) == 2
+
+
+def test_runbook_commands_collect_retrain_and_promote(kafka_broker, tiny_model_dir: Path, tiny_splits,
+                                                      tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The runbook's path through the CLI: corrections collected from the topic, merged into training
+    with --corrections, and the promotion gate refusing (exit 3) and promoting (exit 0)."""
+    from typer.testing import CliRunner
+
+    from fmlc.cli import build_app
+
+    app, runner = build_app(), CliRunner()
+    topic = _topic(kafka_broker.bootstrap)
+    doc = tiny_splits["train"][0]
+    _send(kafka_broker.bootstrap, topic, [(0, _corr(doc.id, ["利率争议"], text=doc.text)), (1, b"{bad")])
+    monkeypatch.setenv("FMLC_BOOTSTRAP_SERVERS", kafka_broker.bootstrap)
+    out = tmp_path / "corrections.jsonl"
+    res = runner.invoke(app, ["corrections", "collect", "--from-topic", topic, "--out", str(out),
+                              "--group", f"g{uuid.uuid4().hex[:6]}"])
+    assert res.exit_code == 0, res.output
+    assert "1 new ids" in res.output and "1 malformed" in res.output
+
+    from training.data import Record, apply_corrections
+
+    base = [Record(d.id, d.text, d.labels) for d in tiny_splits["train"][:50]]
+    merged, counts = apply_corrections(base, load_path(out).records)
+    assert counts == {"replaced": 1, "added": 1, "corrections": 1} and len(merged) == 50
+    assert [r.labels for r in merged if r.id == doc.id] == [("利率争议",)]
+
+    heldout = tmp_path / "heldout.jsonl"
+    heldout.write_text("".join(json.dumps({"id": d.id, "text": d.text, "labels": list(d.labels)}, ensure_ascii=False)
+                               + "\n" for d in tiny_splits["test"]), encoding="utf-8")
+    link = tmp_path / "models" / "current"
+    link.parent.mkdir()
+    link.symlink_to(tiny_model_dir.resolve())
+    mute = _copy_with_thresholds(tiny_model_dir, tmp_path / "models" / "mute", 0.999)
+    args = ["promote", "--current", str(link), "--data", str(heldout), "--link", str(link)]
+    refused = runner.invoke(app, [*args, "--candidate", str(mute)])
+    assert refused.exit_code == 3, refused.output
+    assert "refused" in refused.output and link.resolve() == tiny_model_dir.resolve()
+    same = _copy_with_thresholds(tiny_model_dir, tmp_path / "models" / "same", 0.5)
+    promoted = runner.invoke(app, [*args, "--candidate", str(same), "--min-gain", "-100", "--max-tail-loss", "100"])
+    assert promoted.exit_code == 0, promoted.output
+    assert link.resolve() == same.resolve()
+    broken = runner.invoke(app, [*args, "--candidate", str(tmp_path / "missing")])
+    assert broken.exit_code not in (0, 3)

@@ -78,6 +78,8 @@ def train(
                                                       "stopping. " + FROM_PRESET)] = None,
     use_given_split: Annotated[bool, typer.Option(help="use each record's 'split' field")] = False,
     skip_bad: Annotated[bool, typer.Option(help="skip malformed records (counted) instead of stopping")] = False,
+    corrections: Annotated[Path | None, typer.Option(help="agents' corrections (`fmlc corrections collect`): each "
+                                                          "replaces the records with its id or text")] = None,
     user_dict: Annotated[Path | None, typer.Option(help="jieba user dictionary")] = None,
     freeze_embeddings: Annotated[bool, typer.Option(help="keep the word2vec vectors fixed")] = False,
     w2v_epochs: Annotated[int | None, typer.Option(help="word2vec epochs over the whole corpus. "
@@ -103,7 +105,16 @@ def train(
                f"batch {cfg.batch_size}")
     loaded = load_path(data, skip_bad=skip_bad)
     _report_load(loaded)
-    splits = split_records(loaded.records, seed=cfg.seed, use_given=use_given_split)
+    records = loaded.records
+    if corrections is not None:
+        from training.data import apply_corrections
+
+        fixes = load_path(corrections, skip_bad=skip_bad)
+        _report_load(fixes)
+        records, counts = apply_corrections(records, fixes.records)
+        typer.echo(f"corrections: {counts['corrections']} from {corrections} replace {counts['replaced']} training "
+                   "records")
+    splits = split_records(records, seed=cfg.seed, use_given=use_given_split)
     typer.echo("split: " + ", ".join(f"{k} {len(v)}" for k, v in splits.items()))
     for note in splits.notes:
         typer.echo(f"split: {note}", err=True)
@@ -310,3 +321,39 @@ def defaults_study(
         raise ValueError("--data and --out are required (unless --render or --index)")
     study.run(data, out, [v.strip() for v in variants.split(",") if v.strip()], reference=reference,
               **_given(threads=threads, seed=seed))
+
+
+@app.command()
+def promote(
+    candidate: Annotated[Path, typer.Option(help="the new model's artifact directory")],
+    current: Annotated[Path, typer.Option(help="the served model (its directory, or the link itself)")],
+    data: Annotated[Path, typer.Option(help="held-out labelled JSONL/CSV, used by neither model's training")],
+    link: Annotated[Path, typer.Option(help="the symlink the workers serve from, e.g. models/current")],
+    min_gain: Annotated[float, typer.Option(help="least macro-F1 gain (points) the candidate must show")] = 0.0,
+    max_tail_loss: Annotated[float, typer.Option(help="most tail macro-F1 (points) the candidate may lose")] = 1.0,
+    tail_below: Annotated[int, typer.Option(help="tail labels: fewer training examples than this")] = 100,
+) -> None:
+    """Evaluate the candidate against the served model on the same held-out data and swap --link to the
+    candidate only if it passes the gate. Exit 0: promoted; 3: refused; any other code: it failed."""
+    from fmlc.predictor import Predictor
+    from training.data import load_path
+    from training.promote import PROMOTED, REFUSED, Gate, compare, render, swap_link
+
+    try:
+        gate = Gate(min_gain=min_gain, max_tail_loss=max_tail_loss)
+        loaded = load_path(data)
+        _report_load(loaded)
+        records = loaded.records
+        result = compare(Predictor.load(candidate), Predictor.load(current), [r.text for r in records],
+                         [r.labels for r in records], tail_below=tail_below)
+    except (ValueError, FileNotFoundError) as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(2) from None
+    refusals = gate.reasons_to_refuse(result)
+    typer.echo(render(result, refusals))
+    if refusals:
+        typer.echo(f"not promoted: {link} still points at {link.resolve() if link.exists() else 'nothing'}")
+        raise typer.Exit(REFUSED)
+    swap_link(link, candidate)
+    typer.echo(f"promoted: {link} -> {candidate.resolve()}")
+    raise typer.Exit(PROMOTED)

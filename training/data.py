@@ -493,3 +493,20 @@ def _done(parts: dict[str, list[Record]], notes: list[str]) -> Splits:
     for note in notes:
         log.warning("split: %s", note)
     return Splits({name: parts[name] for name in SPLITS}, notes)
+
+
+def apply_corrections(records: Sequence[Record], corrections: Sequence[Record]) -> tuple[list[Record], dict[str, int]]:
+    """The training records with agents' corrections applied: a correction replaces every record with
+    the same id or the same normalised text (a person's labels beat the original ones), and the rest
+    are added. Returns the records and counts of what happened, for the user to see."""
+    by_id = {c.id: c for c in corrections}
+    by_text = {normalize(c.text): c for c in corrections}
+    kept: list[Record] = []
+    replaced = 0
+    for record in records:
+        if record.id in by_id or normalize(record.text) in by_text:
+            replaced += 1
+            continue
+        kept.append(record)
+    merged = kept + list(by_id.values())
+    return merged, {"replaced": replaced, "added": len(by_id), "corrections": len(corrections)}

@@ -129,15 +129,16 @@ def render(comparison: Comparison, refusals: list[str]) -> str:
 
 
 def swap_link(link: Path, target: Path) -> None:
-    """Point `link` at `target` atomically. The link holds an absolute path, so it means the same
-    thing to every process whatever its working directory."""
+    """Point `link` at `target` atomically. The link is relative (`model-candidate`, not
+    `/srv/runs/model-candidate`), so it resolves the same inside a container that mounts the
+    parent directory elsewhere."""
     if link.exists() and not link.is_symlink():
         raise ValueError(f"{link}: exists and is not a symlink; promotion only swaps a symlink")
     link.parent.mkdir(parents=True, exist_ok=True)
     fresh = link.with_name(f".{link.name}.promote-{os.getpid()}")
     if fresh.is_symlink():
         fresh.unlink()
-    fresh.symlink_to(target.resolve(), target_is_directory=True)
+    fresh.symlink_to(os.path.relpath(target.resolve(), link.parent.resolve()), target_is_directory=True)
     os.replace(fresh, link)
 
 

@@ -44,3 +44,29 @@ def worker(ctx: typer.Context) -> None:
     from worker.__main__ import main as worker_main
 
     raise typer.Exit(worker_main(list(ctx.args)))
+
+
+corrections_app = typer.Typer(help="Agents' corrections: gather them from their topic into a training file.")
+app.add_typer(corrections_app, name="corrections")
+
+
+@corrections_app.command("collect")
+def collect_corrections(
+    from_topic: Annotated[str, typer.Option(help="the corrections topic")] = "fmlc.corrections",
+    out: Annotated[Path, typer.Option(help="JSONL training file to write (merged with what it holds)")]
+    = Path("data/corrections.jsonl"),
+    group: Annotated[str, typer.Option(help="consumer group that remembers what was collected")] = "fmlc-corrections",
+    timeout_s: Annotated[float, typer.Option(help="give up when the end is not reached within this")] = 120.0,
+) -> None:
+    """Read the corrections topic up to its end, keep the latest correction per id in --out (a file
+    `fmlc train --corrections` accepts), then commit, so the next run reads only what is new. The
+    broker and its security settings come from FMLC_BOOTSTRAP_SERVERS and the other FMLC_* settings."""
+    from worker.corrections import collect
+    from worker.settings import load_settings
+
+    try:
+        result = collect(load_settings(), from_topic, out, group_id=group, timeout_s=timeout_s)
+    except (ValueError, TimeoutError) as exc:  # SettingsError is a ValueError; neither echoes a secret
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(2) from None
+    typer.echo(result.summary(out))
