@@ -112,3 +112,33 @@ def test_an_int8_worker_serves_through_the_broker_with_its_own_cache_keys(
         reader.close()
     keys = redis.Redis.from_url(redis_server.url).keys(f"{s.cache_prefix}:labels:*")
     assert len(keys) == 3 and all(b"+int8:" in k for k in keys), keys
+
+
+def test_the_quantize_bench_helpers_on_the_tiny_model(tiny_model_dir: Path, tiny_splits) -> None:
+    from bench import quantize as bq
+    from bench.common import machine
+    from fmlc import Predictor
+
+    assert bq.jaccard(["a", "b"], ["b", "c"]) == pytest.approx(1 / 3) and bq.jaccard([], []) == 1.0
+    test = tiny_splits["test"][:120]
+    texts, labels = [d.text for d in test], [d.labels for d in test]
+    fp32 = Predictor.load(tiny_model_dir, device="cpu")
+    same = bq.agreement(fp32, fp32, texts)
+    assert same["mean_jaccard"] == 1.0 and same["identical_sets"] == 1.0, "a model agrees with itself"
+    agree = bq.agreement(fp32, Predictor.load(tiny_model_dir, device="cpu", quantize="int8"), texts)
+    assert 0.9 <= agree["mean_jaccard"] <= 1.0
+    cost = bq.f1_cost(tiny_model_dir, texts, labels)
+    assert cost["cost_points"] == pytest.approx(100 * (cost["fp32_macro_f1"] - cost["int8_macro_f1"]))
+    assert cost["fp32_macro_f1"] == pytest.approx(bq.macro_f1(fp32, texts, labels))
+    other = bq.other_cpu_path(tiny_model_dir, texts, labels, batch_size=16, compile_model=False)
+    assert other["rows"]["fp32"]["docs_per_s"] > 0 and other["rows"]["int8"]["docs_per_s"] > 0
+    assert other["keep_other_path"] is None and "error" in other["rows"]["fp32 + torch.compile"]
+    payload = {"machine": machine(), "model": "tiny", "f1": [{"what": "tiny test", **cost}], "agreement": agree,
+               "other_path": other, "not_measured": "nothing",
+               "worker": {"rounds": 2, "messages": 10, "fp32_docs_per_s": [100.0, 110.0],
+                          "int8_docs_per_s": [180.0, 170.0],
+                          "int8_over_fp32_per_round": [1.8, 170 / 110], "int8_over_fp32_median": 1.6727,
+                          "fp32_model_stage_ms_per_doc": [4.0, 4.2], "int8_model_stage_ms_per_doc": [2.0, 2.1],
+                          "duplicates": 0}}
+    md = "\n".join(bq.markdown(payload))
+    assert "Median int8 / fp32: 1.67x** (target >= 1.6x: met)" in md and "| 1 | 110 | 170 | 1.55 |" in md
