@@ -7,6 +7,8 @@ cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 VENV=${FMLC_VENV:-.venv}
 EXTRAS=${1:-local}
+# The one torch pin, shared with deploy/Dockerfile.
+TORCH_VERSION=$(cat deploy/torch-version)
 
 if [ ! -x "$VENV/bin/python" ]; then
     echo "[setup] creating $VENV"
@@ -17,12 +19,12 @@ PIP="$VENV/bin/pip"
 if ! "$VENV/bin/python" -c "import torch" 2>/dev/null; then
     if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
         echo "[setup] CUDA present: installing torch with CUDA"
-        "$PIP" install -q "torch==2.13.0"
+        "$PIP" install -q "torch==$TORCH_VERSION"
     else
         echo "[setup] no CUDA: installing the CPU build of torch first"
-        "$PIP" install -q --retries 0 --timeout 10 "torch==2.13.0" --index-url "${FMLC_TORCH_CPU_INDEX:-https://download.pytorch.org/whl/cpu}" \
+        "$PIP" install -q --retries 0 --timeout 10 "torch==$TORCH_VERSION" --index-url "${FMLC_TORCH_CPU_INDEX:-https://download.pytorch.org/whl/cpu}" \
             --extra-index-url "${PIP_INDEX_URL:-https://pypi.org/simple}" 2>/dev/null \
-            || "$PIP" install -q "torch==2.13.0"
+            || "$PIP" install -q "torch==$TORCH_VERSION"
     fi
 fi
 stamp="$VENV/.fmlc-installed-$EXTRAS"

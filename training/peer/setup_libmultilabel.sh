@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 PY=${PYTHON:-python3}
 VENV=${FMLC_PEER_VENV:-.peer-venv}
-TORCH_VERSION=2.13.0
+TORCH_VERSION=$(cat deploy/torch-version)  # the project's own pin
 LML_VERSION=0.10.0
 
 if [ ! -x "$VENV/bin/python" ]; then
