@@ -57,11 +57,12 @@ def predict(
     model: Annotated[Path, typer.Option(help="artifact directory")],
     texts: Annotated[list[str], typer.Argument(help="complaint texts")],
     device: Annotated[str | None, typer.Option(help="cpu | cuda | auto")] = None,
+    quantize: Annotated[str | None, typer.Option(help="none | int8 (dynamic int8 quantisation, CPU only)")] = None,
 ) -> None:
     """Classify texts; prints one JSON object per text."""
     from fmlc.predictor import Predictor
 
-    predictor = Predictor.load(model, device=device)
+    predictor = Predictor.load(model, device=device, quantize=quantize)
     for text, pred in zip(texts, predictor.predict(texts), strict=True):
         typer.echo(json.dumps({"text": text, **pred.to_dict(), "model_version": predictor.version},
                               ensure_ascii=False))

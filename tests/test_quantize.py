@@ -142,3 +142,19 @@ def test_the_quantize_bench_helpers_on_the_tiny_model(tiny_model_dir: Path, tiny
                           "duplicates": 0}}
     md = "\n".join(bq.markdown(payload))
     assert "Median int8 / fp32: 1.67x** (target >= 1.6x: met)" in md and "| 1 | 110 | 170 | 1.55 |" in md
+
+
+def test_fmlc_predict_takes_quantize_and_refuses_an_unknown_mode(tiny_model_dir: Path) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from fmlc.cli import build_app
+
+    runner, app = CliRunner(), build_app()
+    text = "平台暴力催收，天天打电话骚扰我家人"
+    ok = runner.invoke(app, ["predict", "--model", str(tiny_model_dir), "--quantize", "int8", "--device", "cpu", text])
+    assert ok.exit_code == 0, ok.output
+    assert json.loads(ok.output.splitlines()[0])["text"] == text
+    bad = runner.invoke(app, ["predict", "--model", str(tiny_model_dir), "--quantize", "int4", text])
+    assert bad.exit_code == 2 and "quantize must be one of none, int8" in bad.output
