@@ -166,3 +166,16 @@ def test_write_jsonl_round_trips_through_the_loader(tmp_path) -> None:
     expected = synth.generate(200, seed=5)
     assert [list(r.labels) for r in loaded.records] == [r["labels"] for r in expected]
     assert [r.text for r in loaded.records] == [r["text"] for r in expected]
+
+
+def test_the_taxonomy_and_templates_are_package_data() -> None:
+    """synth.json under training/resources/ holds every label of the generator, each with cue sentences."""
+    import json
+    from importlib import resources
+
+    from training.synth import LABELS
+
+    data = json.loads((resources.files("training") / "resources" / "synth.json").read_text(encoding="utf-8"))
+    names = [spec["name"] for specs in data["groups"].values() for spec in specs]
+    assert names == LABELS and all(spec["cues"] for specs in data["groups"].values() for spec in specs)
+    assert {"clusters", "pairs", "head_order", "openers", "fillers", "closings"} <= data.keys()
