@@ -119,7 +119,7 @@ def speed_artifact(out: Path, n_docs: int = 3000, dim: int = PAPER_DIM, max_len:
 
     docs = generate(n_docs, seed)
     tokenizer = Tokenizer()
-    vocab = Vocab.build(tokenizer.tokenize_many([d["text"] for d in docs], max_len), min_count=1)
+    vocab = Vocab.build([tokenizer.tokenize(d["text"], max_len) for d in docs], min_count=1)
     labels = sorted({lab for d in docs for lab in d["labels"]})
     cfg = ModelConfig(model="fmlc", vocab_size=len(vocab), n_labels=len(labels), embed_dim=dim, hidden=dim,
                       attn_dim=dim, graph_dim=dim, filters=dim)
