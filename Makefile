@@ -15,10 +15,12 @@ demo: setup
 
 test: setup-test
 	$(VENV)/bin/ruff check fmlc training worker tests bench deploy
+	$(VENV)/bin/mypy fmlc worker
 	$(PY) -m pytest -q $(ARGS)
 
 lint: setup-test
 	$(VENV)/bin/ruff check fmlc training worker tests bench deploy
+	$(VENV)/bin/mypy fmlc worker
 
 clean:
 	rm -rf $(VENV) build *.egg-info
