@@ -24,7 +24,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from typing import IO
+from typing import IO, NamedTuple
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +33,16 @@ DEFAULT_TIMEOUT_S = 10.0
 
 class TokenizerTimeout(RuntimeError):
     """The child did not answer a request in time; it has been killed and will be replaced."""
+
+
+class _Pending(NamedTuple):
+    """A request written to a child and not yet answered."""
+
+    proc: subprocess.Popen[bytes]
+    request_id: int
+    key: str
+    deadline: float
+    timeout_s: float
 
 
 class TokenizerProcess:
@@ -71,6 +81,11 @@ class TokenizerProcess:
     def tokenize(self, key: str, tokenizer_config: dict, max_len: int, texts: list[str]) -> list[list[str]]:
         """`key` names the config (the model version): the config, a few hundred stop words, crosses
         the pipe once per child and key, not with every micro-batch."""
+        return self.receive(self.send(key, tokenizer_config, max_len, texts))
+
+    def send(self, key: str, tokenizer_config: dict, max_len: int, texts: list[str]) -> _Pending:
+        """Write one request; its reply is read by `receive`, so that a pool can keep several
+        children busy at once."""
         proc = self._child()
         request_id = next(self._ids)
         request: dict = {"id": request_id, "key": key, "max_len": max_len, "texts": texts}
@@ -82,13 +97,20 @@ class TokenizerProcess:
         deadline = time.monotonic() + timeout_s
         try:
             assert proc.stdin is not None
-            # A request is far below the pipe buffer for the few texts of a micro-batch; a stopped
+            # A request bigger than the pipe's buffer returns once the child has read it; a stopped
             # child with a full pipe would block this write, which the stall check then reports.
             proc.stdin.write(json.dumps(request, ensure_ascii=False).encode() + b"\n")
             proc.stdin.flush()
         except OSError as exc:
             self._lost("exited", f"pipe error {exc!r}")
             raise RuntimeError("tokenizer process: cannot send a request") from exc
+        return _Pending(proc, request_id, key, deadline, timeout_s)
+
+    def receive(self, pending: _Pending) -> list[list[str]]:
+        """The reply to `pending`, or kill the child at its deadline (see the class docstring)."""
+        proc, request_id, key, deadline, timeout_s = pending
+        if proc is not self._proc:
+            raise RuntimeError("tokenizer process: the child that had this request is gone")
         line = self._read_line(proc, deadline, timeout_s)
         try:
             reply = json.loads(line)
@@ -153,6 +175,72 @@ class TokenizerProcess:
                     pipe.close()
 
 
+class TokenizerPool:
+    """`processes` children tokenising one micro-batch together. Not thread-safe: one caller at a time.
+
+    The texts are cut into contiguous slices (at least `min_slice` texts each, so that a small batch
+    does not pay a round trip per child), every slice is sent before any reply is read, and the
+    replies are joined in slice order: the tokens come back in the order of the texts. One child
+    that fails makes the call fail, after the others' replies have been read (so that no stale
+    reply is left in a pipe); the caller then tokenises the batch itself, as with one child. Each
+    child is replaced on its own (`on_restart(reason)`)."""
+
+    def __init__(self, processes: int, timeout_s: float = DEFAULT_TIMEOUT_S,
+                 on_restart: Callable[[str], None] | None = None, min_slice: int = 16) -> None:
+        if processes < 1:
+            raise ValueError(f"a tokenizer pool needs at least one process, got {processes}")
+        self.children = [TokenizerProcess(timeout_s, on_restart) for _ in range(processes)]
+        self.min_slice = max(1, min_slice)
+
+    @property
+    def size(self) -> int:
+        return len(self.children)
+
+    @property
+    def pids(self) -> list[int | None]:
+        return [c.pid for c in self.children]
+
+    @property
+    def pid(self) -> int | None:
+        """The first child's (the only one in a pool of one)."""
+        return self.children[0].pid
+
+    def warm_up(self, key: str, tokenizer_config: dict, max_len: int) -> None:
+        """Start every child and have it load jieba's dictionary (a second or two each), together."""
+        self._run(key, tokenizer_config, max_len, [["预热"] for _ in self.children])
+
+    def tokenize(self, key: str, tokenizer_config: dict, max_len: int, texts: list[str]) -> list[list[str]]:
+        if not texts:
+            return []
+        n = max(1, min(len(self.children), len(texts) // self.min_slice))
+        bounds = [len(texts) * i // n for i in range(n + 1)]
+        slices = [texts[bounds[i]:bounds[i + 1]] for i in range(n)]
+        return self._run(key, tokenizer_config, max_len, slices)
+
+    def _run(self, key: str, tokenizer_config: dict, max_len: int, slices: list[list[str]]) -> list[list[str]]:
+        sent: list[tuple[TokenizerProcess, _Pending]] = []
+        error: BaseException | None = None
+        for child, part in zip(self.children, slices, strict=False):
+            try:
+                sent.append((child, child.send(key, tokenizer_config, max_len, part)))
+            except Exception as exc:
+                error = exc
+                break
+        tokens: list[list[str]] = []
+        for child, pending in sent:
+            try:
+                tokens += child.receive(pending)
+            except Exception as exc:  # read the others' replies anyway: none may stay in a pipe
+                error = error or exc
+        if error is not None:
+            raise error
+        return tokens
+
+    def close(self, kill: bool = False) -> None:
+        for child in self.children:
+            child.close(kill=kill)
+
+
 def serve(stdin: IO[bytes], stdout: IO[bytes]) -> None:
     """The child's loop: one JSON request per line in, one JSON reply per line out, until EOF."""
     from fmlc.text import Tokenizer
@@ -178,4 +266,4 @@ if __name__ == "__main__":
     serve(sys.stdin.buffer, sys.stdout.buffer)
 
 
-__all__ = ["DEFAULT_TIMEOUT_S", "TokenizerProcess", "TokenizerTimeout", "serve"]
+__all__ = ["DEFAULT_TIMEOUT_S", "TokenizerPool", "TokenizerProcess", "TokenizerTimeout", "serve"]
