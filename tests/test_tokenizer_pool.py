@@ -53,3 +53,22 @@ def test_a_small_batch_uses_one_child_and_a_pool_needs_one() -> None:
         pool.close()
     with pytest.raises(ValueError, match="at least one process"):
         TokenizerPool(0)
+
+
+def test_the_pool_bench_helpers() -> None:
+    from bench import tokenizer_pool as bt
+    from bench.common import machine
+
+    batch = texts(60)
+    assert bt.in_process_rate(batch) > 0
+    rows = [bt.pool_rate(batch, n, batch=32, repeat=1) for n in (1, 2)]
+    assert [r["processes"] for r in rows] == [1, 2] and all(r["texts_per_s"] > 0 for r in rows)
+    f = bt.feeding_model(per_process=3000.0, cores=16, model_docs_per_s=60000.0)
+    assert f["processes_needed"] == pytest.approx(20.0) and f["processes_available"] == 15 and not f["fed"]
+    assert f["feed_ceiling_texts_per_s"] == pytest.approx(45000.0)
+    assert bt.feeding_model(3000.0, 16, 600.0)["fed"]
+    payload = {"machine": machine(), "usable_cpus": 2, "texts": 60, "batch": 32, "in_process_texts_per_s": 3000.0,
+               "rows": [{"processes": 1, "texts_per_s": 2000.0}, {"processes": 2, "texts_per_s": 3000.0}],
+               "load_before": (1.0, 1.0, 1.0), "load_after": (2.0, 1.0, 1.0), "sixteen_cores": {"GPU x": f}}
+    md = "\n".join(bt.markdown(payload))
+    assert "| 2 | 3000 | 1500 | 1.50x |" in md and "| GPU x | 60000 | 20.00 | no (ceiling 45000 texts/s) |" in md
