@@ -44,7 +44,7 @@ def train_bench_model(out: Path, data: Path = DEFAULT_DATA, epochs: int = 2, max
     records = subset(records, max_docs, 0) if len(records) > max_docs else records
     splits = split_records(records, seed=0)
     if not (out / "VERSION").exists():
-        cfg = TrainConfig(model="fmlc", loss="asl", epochs=epochs, lr=1e-3, embed_dim=dim, hidden=dim, attn_dim=dim,
+        cfg = TrainConfig.of(model="fmlc", loss="asl", epochs=epochs, lr=1e-3, embed_dim=dim, hidden=dim, attn_dim=dim,
                           graph_dim=dim, filters=dim)
         train(splits, cfg, out)
     return out, splits

@@ -118,7 +118,7 @@ def tiny_model(out: Path = TINY_MODEL_DIR) -> Path:
 
     docs = [Doc(d["id"], d["text"], tuple(d["labels"])) for d in generate(2400, 0)]
     splits = {"train": docs[:1680], "valid": docs[1680:2040], "test": docs[2040:]}
-    train(splits, TrainConfig(model="fmlc", **TINY), out)
+    train(splits, TrainConfig.of(model="fmlc", **TINY), out)
     return out
 
 

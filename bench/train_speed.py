@@ -62,7 +62,7 @@ def main() -> None:
                   warmup_epochs=0.0,
                   patience=args.epochs + 1, threads=args.threads, progress=False, **dims)
     t0 = time.perf_counter()
-    prep = prepare(splits, TrainConfig(**common))
+    prep = prepare(splits, TrainConfig.of(**common))
     prepare_s = time.perf_counter() - t0
     split_dir = args.workdir / "split"
     write_split(prep, splits, split_dir)
@@ -76,7 +76,7 @@ def main() -> None:
     if not args.no_own_bigru:
         runs.append(("bigru-lwan (this project)", {"model": "bigru-lwan", "loss": "bce"}))
     for name, extra in runs:
-        cfg = TrainConfig(**(common | extra))
+        cfg = TrainConfig.of(**(common | extra))
         t0 = time.perf_counter()
         result = fit(prep, cfg)
         wall = time.perf_counter() - t0

@@ -37,7 +37,7 @@ def tiny_training(tiny_splits: dict[str, list[Doc]], tmp_path_factory: pytest.Te
     from training.trainer import TrainConfig, train
 
     out = tmp_path_factory.mktemp("models") / "tiny-fmlc"
-    return train(tiny_splits, TrainConfig(model="fmlc", **TINY), out)
+    return train(tiny_splits, TrainConfig.of(model="fmlc", **TINY), out)
 
 
 @pytest.fixture(scope="session")

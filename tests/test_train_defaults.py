@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import inspect
 import json
-from dataclasses import asdict, fields
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
@@ -13,19 +13,19 @@ from typer.testing import CliRunner
 
 from fmlc.cli import build_app
 from training.cli import train as cli_train
-from training.trainer import PRESETS, LearningRate, TrainConfig, still_improving
+from training.trainer import PRESETS, SETTING_NAMES, LearningRate, TrainConfig, still_improving
 
 runner = CliRunner()
 app = build_app()
 
 
 def test_cli_train_options_fall_back_to_the_config_classes() -> None:
-    names = {f.name for f in fields(TrainConfig)}
+    names = set(SETTING_NAMES)
     options = {name: p.default for name, p in inspect.signature(cli_train).parameters.items() if name in names}
     assert {"lr", "epochs", "batch_size", "patience", "lr_schedule", "warmup_epochs", "model"} <= options.keys()
     # Every training setting left unset on the command line is None, i.e. TrainConfig's (or the preset's) value;
     # seed, freeze_embeddings and preset have no "unset" (0, False and "default" are TrainConfig's values too).
-    hard_coded = {name: v for name, v in options.items() if v is not None and getattr(TrainConfig(), name) != v}
+    hard_coded = {name: v for name, v in options.items() if v is not None and TrainConfig().settings()[name] != v}
     assert hard_coded == {}
     assert {name for name, v in options.items() if v is not None} <= {"seed", "freeze_embeddings", "preset"}
 
@@ -38,21 +38,21 @@ def test_defaults_and_paper_preset() -> None:
     paper = TrainConfig.from_preset("paper")
     assert (paper.lr, paper.lr_schedule, paper.warmup_epochs, paper.epochs, paper.batch_size, paper.preset) == \
         (1e-4, "constant", 0.0, 10, 32, "paper")
-    assert (paper.embed_dim, paper.hidden, paper.graph_dim) == (300, 300, 300)
+    assert (paper.network.embed_dim, paper.network.hidden, paper.network.graph_dim) == (300, 300, 300)
     # An explicit value wins over the preset; None means "not given".
     assert TrainConfig.from_preset("paper", lr=1e-3, epochs=None).lr == 1e-3
     assert TrainConfig.from_preset("paper", lr=1e-3, epochs=None).epochs == 10
     small = TrainConfig.from_preset("small")
-    assert small.embed_dim == small.hidden == 64 and (small.lr, small.lr_schedule) == (3e-3, "plateau")
+    assert small.network.embed_dim == small.network.hidden == 64 and (small.lr, small.lr_schedule) == (3e-3, "plateau")
     with pytest.raises(ValueError, match="unknown preset"):
         TrainConfig.from_preset("fast")
     with pytest.raises(ValueError, match="lr_schedule"):
-        TrainConfig(lr_schedule="step")
+        TrainConfig.of(lr_schedule="step")
     assert set(PRESETS) == {"default", "paper", "small"}
 
 
 def test_learning_rate_schedules() -> None:
-    plateau = LearningRate(TrainConfig(lr=1e-3, warmup_epochs=1.0, epochs=4), steps_per_epoch=10)
+    plateau = LearningRate(TrainConfig.of(lr=1e-3, warmup_epochs=1.0, epochs=4), steps_per_epoch=10)
     assert [plateau.at(s) for s in (0, 4, 9)] == pytest.approx([1e-4, 5e-4, 1e-3])
     assert plateau.at(10) == plateau.at(39) == pytest.approx(1e-3)
     plateau.epoch_end(improved=True)
@@ -62,7 +62,7 @@ def test_learning_rate_schedules() -> None:
     plateau.epoch_end(improved=False)
     assert plateau.at(30) == pytest.approx(2.5e-4)
 
-    cosine = LearningRate(TrainConfig(lr=1e-3, lr_schedule="cosine", warmup_epochs=0.0, epochs=4), 10)
+    cosine = LearningRate(TrainConfig.of(lr=1e-3, lr_schedule="cosine", warmup_epochs=0.0, epochs=4), 10)
     assert cosine.at(0) == pytest.approx(1e-3)
     assert cosine.at(20) == pytest.approx(5e-4)
     assert cosine.at(39) < 2e-6
@@ -115,8 +115,8 @@ def test_fit_follows_the_schedule_epoch_by_epoch() -> None:
     splits = synthetic_splits(n=240, seed=3)
     tiny = {"embed_dim": 8, "hidden": 8, "attn_dim": 8, "graph_dim": 8, "max_len": 32, "w2v_epochs": 1,
             "epochs": 5, "patience": 5, "progress": False, "threads": 1}
-    prep = prepare(splits, TrainConfig(**tiny))
-    history = fit(prep, TrainConfig(lr=2e-3, **tiny)).history
+    prep = prepare(splits, TrainConfig.of(**tiny))
+    history = fit(prep, TrainConfig.of(lr=2e-3, **tiny)).history
     assert len(history) == 5 and history[0]["lr"] == pytest.approx(2e-3)
     best, expected = -1.0, 2e-3
     for h in history:

@@ -36,11 +36,28 @@ def test_training_history_and_metrics_are_recorded(tiny_training) -> None:
 
 def test_config_validation() -> None:
     with pytest.raises(ValueError, match="choose one of"):
-        TrainConfig(model="svm")
+        TrainConfig.of(model="svm")
     with pytest.raises(ValueError, match="asl"):
-        TrainConfig(loss="hinge")
+        TrainConfig.of(loss="hinge")
     with pytest.raises(ValueError, match="graph mode"):
-        TrainConfig(graph="dense")
+        TrainConfig.of(graph="dense")
+    with pytest.raises(ValueError, match="unknown training settings"):
+        TrainConfig.of(embedding_dim=64)
+
+
+def test_train_config_holds_the_network_and_graph_configs() -> None:
+    from fmlc.graph import GraphConfig
+    from fmlc.models import ModelConfig
+
+    cfg = TrainConfig.of(model="caml", embed_dim=64, filters=32, graph="identity", graph_threshold=0.1, lr=3e-3)
+    assert isinstance(cfg.network, ModelConfig) and isinstance(cfg.graph, GraphConfig)
+    assert (cfg.model, cfg.network.embed_dim, cfg.network.filters) == ("caml", 64, 32)
+    assert (cfg.graph.mode, cfg.graph.threshold, cfg.lr) == ("identity", 0.1, 3e-3)
+    assert TrainConfig.of(**cfg.settings()) == cfg  # the flat names round-trip
+    # One source: the network's and the graph's defaults are those classes' own.
+    default = TrainConfig()
+    assert default.graph == GraphConfig()
+    assert all(getattr(default.network, f) == getattr(ModelConfig, f) for f in ("embed_dim", "hidden", "graph_dim"))
 
 
 def test_embedding_init_random_drops_the_word2vec_vectors(tiny_splits) -> None:
@@ -49,14 +66,14 @@ def test_embedding_init_random_drops_the_word2vec_vectors(tiny_splits) -> None:
     from training.trainer import _init_model, prepare
 
     splits = {k: v[:300] for k, v in tiny_splits.items()}
-    prep = prepare(splits, TrainConfig(model="bigru-lwan", **TINY))
+    prep = prepare(splits, TrainConfig.of(model="bigru-lwan", **TINY))
     known = [i for i, tok in enumerate(prep.vocab.tokens) if tok in prep.vectors]
     assert len(known) > 20
     for init, same in (("word2vec", True), ("random", False)):
-        net, _ = _init_model(TrainConfig(model="bigru-lwan", embedding_init=init, **TINY), prep)
+        net, _ = _init_model(TrainConfig.of(model="bigru-lwan", embedding_init=init, **TINY), prep)
         table = net.embed.table.weight.detach().numpy()
         assert np.allclose(table[known], prep.embeddings[known]) is same, init
         assert not table[0].any()  # padding stays zero either way
         assert 0.05 < table[2:].std() < 1.0, (init, table[2:].std())  # same scale: only the vectors differ
     with pytest.raises(ValueError, match="embedding_init"):
-        TrainConfig(embedding_init="glove")
+        TrainConfig.of(embedding_init="glove")

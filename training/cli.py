@@ -215,10 +215,10 @@ def experiment(
 ) -> None:
     """Train and evaluate every method on one split and one set of vectors; write report.md, results.json
     and plots. Rerunning with the same arguments resumes where it stopped."""
+    from fmlc.models.config import ModelConfig
     from training.experiment import ExperimentConfig, run
-    from training.trainer import TrainConfig
 
-    dim = TrainConfig.embed_dim if dim is None else dim
+    dim = ModelConfig.embed_dim if dim is None else dim
     base = {"embed_dim": dim, "hidden": dim, "attn_dim": dim, "graph_dim": dim, "filters": dim, "threads": threads}
     if lr is not None:
         base["lr"] = lr

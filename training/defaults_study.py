@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict
 from pathlib import Path
 
 import matplotlib
@@ -28,6 +27,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
+from fmlc.models.config import ModelConfig
 from training.data import Record, load_path, split_records
 from training.experiment import console, prepare_reusing_vectors
 from training.trainer import TrainConfig, fit, still_improving
@@ -81,14 +81,14 @@ def run(data: str, out: Path, variants: list[str], threads: int | None = 1, seed
 
     def prepared(dim: int) -> tuple:  # one word2vec draw per embedding size, shared by its variants
         if dim not in preps:
-            name = "vectors.npz" if dim == TrainConfig.embed_dim else f"vectors{dim}.npz"
-            prep_cfg = TrainConfig(**((base or {}) | {"seed": seed, "embed_dim": dim, "progress": False}))
+            name = "vectors.npz" if dim == ModelConfig.embed_dim else f"vectors{dim}.npz"
+            prep_cfg = TrainConfig.of(**((base or {}) | {"seed": seed, "embed_dim": dim, "progress": False}))
             preps[dim] = prepare_reusing_vectors(splits, prep_cfg, out / name, reuse=resuming)
         return preps[dim]
 
-    prep, _ = prepared(TrainConfig(**(base or {})).embed_dim)
+    prep, _ = prepared(TrainConfig.of(**(base or {})).network.embed_dim)
     info["labels"] = len(prep.labels)
-    results: dict = {"setup": setup, "data": info, "defaults": asdict(TrainConfig()),
+    results: dict = {"setup": setup, "data": info, "defaults": TrainConfig().settings(),
                      "runs": old.get("runs", {}) if resuming else {}}
     if reference:
         results["reference"] = reference_runs(Path(reference), info["split_sizes"])
@@ -100,13 +100,13 @@ def run(data: str, out: Path, variants: list[str], threads: int | None = 1, seed
                                                                               "progress": False}))
         console.print(f"[bold cyan]{name}[/]: {what}")
         t0 = time.perf_counter()
-        prep, vectors_id = prepared(cfg.embed_dim)
+        prep, vectors_id = prepared(cfg.network.embed_dim)
         result = fit(prep, cfg)
         history = [{"epoch": h["epoch"], "loss": h["loss"], "lr": h["lr"], "valid_macro_f1": h["valid_macro_f1_tuned"]}
                    for h in result.history]
         results["runs"][name] = {
             "what": what, "preset": preset, "overrides": overrides,
-            "settings": {k: getattr(cfg, k) for k in ("lr", "lr_schedule", "warmup_epochs", "plateau_factor",
+            "settings": {k: cfg.settings()[k] for k in ("lr", "lr_schedule", "warmup_epochs", "plateau_factor",
                                                        "epochs", "patience", "batch_size", "embed_dim")},
             "valid_macro_f1": result.metrics["valid"]["tuned"]["all"]["macro_f1"],
             "test_macro_f1": result.metrics["test"]["tuned"]["all"]["macro_f1"],

@@ -24,7 +24,7 @@ from fmlc.metrics import evaluate, tune_thresholds
 from training import peer
 from training.data import Record, load_path, split_records
 from training.experiment_report import summarise, write_report
-from training.trainer import PRESETS, Prepared, TrainConfig, fit, prepare
+from training.trainer import PRESETS, SETTING_NAMES, Prepared, TrainConfig, fit, prepare
 from training.word2vec import load_vectors, save_vectors
 
 # method name → the TrainConfig fields that define it
@@ -157,7 +157,7 @@ def run(cfg: ExperimentConfig) -> dict:
             if key in results["runs"]:
                 continue
             tcfg = train_config(cfg, method, seed)
-            console.print(f"[bold cyan]{key}[/]: {tcfg.model}/{tcfg.loss}/{tcfg.graph}, {tcfg.epochs} epochs")
+            console.print(f"[bold cyan]{key}[/]: {tcfg.model}/{tcfg.loss}/{tcfg.graph.mode}, {tcfg.epochs} epochs")
             t0 = time.perf_counter()
             result = fit(prep, tcfg)
             test = result.metrics["test"]
@@ -197,11 +197,11 @@ def report_settings(config: dict) -> dict:
     """The settings a report names, resolved from a grid's recorded ExperimentConfig (results["config"])."""
     base = config.get("base", {})
     preset = config.get("preset", "paper")  # grids from before presets ran the paper's schedule
-    tc = TrainConfig.from_preset(preset, **{k: v for k, v in base.items() if k in TrainConfig.__annotations__})
+    tc = TrainConfig.from_preset(preset, **{k: v for k, v in base.items() if k in SETTING_NAMES}).settings()
+    shown = ("embed_dim", "hidden", "graph_dim", "lr", "lr_schedule", "warmup_epochs", "batch_size", "patience",
+             "tail_below")
     return {"preset": preset, "changed": sorted(k for k in ("lr", "batch_size", "patience") if k in base),
-            "embed_dim": tc.embed_dim, "hidden": tc.hidden, "graph_dim": tc.graph_dim, "lr": tc.lr,
-            "lr_schedule": tc.lr_schedule, "warmup_epochs": tc.warmup_epochs, "batch_size": tc.batch_size,
-            "patience": tc.patience, "tail_below": tc.tail_below, "epochs_recurrent": config["epochs_recurrent"],
+            **{k: tc[k] for k in shown}, "epochs_recurrent": config["epochs_recurrent"],
             "epochs_convolutional": config["epochs_convolutional"], "split_seed": SPLIT_SEED,
             "paper_epochs": PRESETS["paper"]["epochs"], "paper_gains": PAPER_GAINS}
 
@@ -269,7 +269,7 @@ def _same_grid(a: dict, b: dict) -> bool:
 
 def graph_info(y_train: np.ndarray, labels: list[str], cfg: TrainConfig) -> dict:
     """What the label graph built from this training split looks like (for the report)."""
-    graph_cfg = cfg.graph_config()
+    graph_cfg = cfg.graph
     adjacency = build_adjacency(y_train, graph_cfg)
     off_diagonal = adjacency.sum(axis=1) - np.diag(adjacency)
     return {"config": graph_cfg.to_dict(), **label_statistics(y_train, adjacency, cfg.tail_below),
@@ -283,9 +283,8 @@ def graph_info_from_split(out: Path) -> dict:
     results = json.loads((out / "results.json").read_text(encoding="utf-8"))
     labels = results["labels"]
     rows = [json.loads(line) for line in (out / "split" / "train.jsonl").open(encoding="utf-8")]
-    known = TrainConfig.__annotations__
     base = TrainConfig.from_preset(results["config"].get("preset", "paper"),
-                                   **{k: v for k, v in results["config"].get("base", {}).items() if k in known})
+                                   **{k: v for k, v in results["config"].get("base", {}).items() if k in SETTING_NAMES})
     return graph_info(to_matrix([r["labels"] for r in rows], labels), labels, base)
 
 

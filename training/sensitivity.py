@@ -13,11 +13,11 @@ Writes sensitivity.json (resumable: finished variants are kept), sensitivity.md 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 
+from fmlc.models.config import ModelConfig
 from training.experiment import ExperimentConfig, console, load_splits, prepare_reusing_vectors
 from training.experiment_report import STD_NOTE, sample_std, vectors_clause
 from training.trainer import TrainConfig, fit
@@ -53,7 +53,7 @@ def run(data: str, out: Path, *, parent_labels: str | None, seeds: int, base: di
     setup = {"data": data, "parent_labels": parent_labels, "max_docs": max_docs, "epochs": epochs, "base": base}
     old = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
     resuming = old.get("setup") == setup
-    prep, vectors_id = prepare_reusing_vectors(splits, TrainConfig(**base), out / "vectors.npz", reuse=resuming)
+    prep, vectors_id = prepare_reusing_vectors(splits, TrainConfig.of(**base), out / "vectors.npz", reuse=resuming)
     results: dict = {"setup": setup, "data": info, "runs": old.get("runs", {}) if resuming else {}}
     for seed in range(seeds):
         for name in variants or VARIANTS:
@@ -72,7 +72,7 @@ def run(data: str, out: Path, *, parent_labels: str | None, seeds: int, base: di
                 "vectors": vectors_id,
                 "valid_macro_f1": valid["all"]["macro_f1"], "valid_micro_f1": valid["all"]["micro_f1"],
                 "valid_tail_macro_f1": valid["tail"]["macro_f1"],
-                "config": {k: v for k, v in asdict(cfg).items() if k in overrides or k in base},
+                "config": {k: v for k, v in cfg.settings().items() if k in overrides or k in base},
             }
             path.write_text(json.dumps(results, ensure_ascii=False, indent=1), encoding="utf-8")
             console.print(f"  valid macro-F1 {valid['all']['macro_f1']:.4f} tail {valid['tail']['macro_f1']:.4f}")
@@ -154,7 +154,7 @@ def render(out: Path) -> None:
 
 
 def run_options(data: str, out: Path, *, parent_labels: str | None = None, max_docs: int | None = None,
-                seeds: int = 1, epochs: int = 10, lr: float = 1e-3, dim: int = TrainConfig.embed_dim,
+                seeds: int = 1, epochs: int = 10, lr: float = 1e-3, dim: int = ModelConfig.embed_dim,
                 threads: int = 1, variants: list[str] | None = None) -> dict:
     """run() with the study's defaults: the paper's dimension, 10 epochs at lr 1e-3, one thread."""
     base = {"lr": lr, "embed_dim": dim, "hidden": dim, "attn_dim": dim, "graph_dim": dim, "filters": dim,

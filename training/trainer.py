@@ -10,7 +10,7 @@ import random
 import time
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Protocol
 
@@ -24,7 +24,7 @@ from fmlc.drift import build_baseline, label_groups
 from fmlc.graph import GraphConfig, build_adjacency, describe
 from fmlc.losses import make_loss
 from fmlc.metrics import evaluate, to_matrix, tune_thresholds
-from fmlc.models import MODEL_NAMES, ModelConfig, build_model
+from fmlc.models import ModelConfig, build_model
 from fmlc.text import Tokenizer
 from fmlc.vocab import Vocab
 from training.synth import LABEL_GROUPS
@@ -40,15 +40,34 @@ class LabelledText(Protocol):
 LR_SCHEDULES = ("plateau", "cosine", "constant")
 
 
+# The training settings under their flat names: what `fmlc train`'s options, the presets, the experiment's
+# methods and variants, and the artifact's record use. The network's and the label graph's settings
+# among them live in ModelConfig and GraphConfig; TrainConfig holds one of each.
+NETWORK_SETTINGS = ("model", "embed_dim", "hidden", "attn_dim", "graph_dim", "graph_steps", "embed_dropout",
+                    "attn_dropout", "graph_dropout", "filters", "kernel_size", "freeze_embeddings")
+GRAPH_SETTINGS = {"graph": "mode", "graph_threshold": "threshold", "graph_min_count": "min_count",
+                  "graph_neighbour_weight": "neighbour_weight"}
+# The vocabulary and label counts come from the data (model_config()); these stand in until then.
+_SIZED_BY_DATA = {"vocab_size": 1, "n_labels": 1}
+
+
+def _default_network() -> ModelConfig:
+    return ModelConfig(model="fmlc", **_SIZED_BY_DATA)
+
+
 @dataclass
 class TrainConfig:
     """Every training setting and its default; `fmlc train` and the experiment grid take theirs from here.
-    The defaults were chosen from measurements (reports/defaults/, docs/decisions/0040-training-defaults.md);
-    PRESETS["paper"] holds the paper's settings."""
+    The network's settings are a ModelConfig and the label graph's a GraphConfig, whose defaults are
+    those of training too. The defaults were chosen from measurements (reports/defaults/,
+    docs/decisions/0040-training-defaults.md); PRESETS["paper"] holds the paper's settings.
 
-    model: str = "fmlc"
+    `TrainConfig.of(embed_dim=64, graph_threshold=0.1, ...)` and `from_preset` take the flat names
+    (NETWORK_SETTINGS, GRAPH_SETTINGS and this class's own fields); `settings()` gives them back."""
+
+    network: ModelConfig = field(default_factory=_default_network)
+    graph: GraphConfig = field(default_factory=GraphConfig)
     loss: str = "asl"
-    graph: str = "cooccurrence"
     epochs: int = 30  # the most epochs; early stopping on validation macro-F1 usually ends a run sooner
     batch_size: int = 32
     lr: float = 1e-3  # Adam's peak learning rate (after warm-up)
@@ -59,20 +78,6 @@ class TrainConfig:
     patience: int = 3  # epochs without a better validation macro-F1 before stopping
     preset: str = "default"  # the PRESETS entry these settings started from (recorded in the artifact)
     seed: int = 0
-    embed_dim: int = 300
-    hidden: int = 300
-    attn_dim: int = 300
-    graph_dim: int = 300
-    graph_steps: int = 2
-    graph_threshold: float = 0.3
-    graph_min_count: int = 2
-    graph_neighbour_weight: float = 0.25
-    filters: int = 300
-    kernel_size: int = 5
-    embed_dropout: float = 0.2
-    attn_dropout: float = 0.2
-    graph_dropout: float = 0.1
-    freeze_embeddings: bool = False
     embedding_init: str = "word2vec"  # or "random": small normal vectors, to measure what pretraining buys
     asl_gamma_neg: float = 2.0
     asl_gamma_pos: float = 0.0
@@ -91,8 +96,6 @@ class TrainConfig:
     progress: bool = True
 
     def __post_init__(self) -> None:
-        if self.model not in MODEL_NAMES:
-            raise ValueError(f"unknown model {self.model!r}: choose one of {', '.join(MODEL_NAMES)}")
         if self.loss not in ("asl", "bce"):
             raise ValueError(f"unknown loss {self.loss!r}: choose 'asl' or 'bce'")
         if self.embedding_init not in ("word2vec", "random"):
@@ -107,18 +110,40 @@ class TrainConfig:
             raise ValueError("warmup_epochs must be >= 0 and plateau_factor in (0, 1]")
         if self.preset not in PRESETS:
             raise ValueError(f"unknown preset {self.preset!r}: choose one of {', '.join(PRESETS)}")
-        GraphConfig(self.graph, self.graph_threshold, self.graph_min_count, self.graph_neighbour_weight)
 
-    def graph_config(self) -> GraphConfig:
-        return GraphConfig(self.graph, self.graph_threshold, self.graph_min_count, self.graph_neighbour_weight)
+    @classmethod
+    def of(cls, **settings: object) -> TrainConfig:
+        """A TrainConfig from flat setting names; the ones not given keep their defaults."""
+        unknown = sorted(set(settings) - set(SETTING_NAMES))
+        if unknown:
+            raise ValueError(f"unknown training settings {unknown}; known: {', '.join(SETTING_NAMES)}")
+        network = {k: v for k, v in settings.items() if k in NETWORK_SETTINGS}
+        graph = {GRAPH_SETTINGS[k]: v for k, v in settings.items() if k in GRAPH_SETTINGS}
+        own = {k: v for k, v in settings.items() if k not in NETWORK_SETTINGS and k not in GRAPH_SETTINGS}
+        return cls(network=replace(_default_network(), **network), graph=GraphConfig(**graph), **own)
 
     @classmethod
     def from_preset(cls, preset: str = "default", **overrides: object) -> TrainConfig:
-        """The preset's settings, then `overrides` (None values are ignored: "not given")."""
+        """The preset's settings, then `overrides` (flat names; None values are ignored: "not given")."""
         if preset not in PRESETS:
             raise ValueError(f"unknown preset {preset!r}: choose one of {', '.join(PRESETS)}")
         given = {k: v for k, v in overrides.items() if v is not None}
-        return cls(**(PRESETS[preset] | given | {"preset": preset}))
+        return cls.of(**(PRESETS[preset] | given | {"preset": preset}))
+
+    def settings(self) -> dict:
+        """Every setting under its flat name (the inverse of `of`)."""
+        own = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("network", "graph")}
+        return ({name: getattr(self.network, name) for name in NETWORK_SETTINGS}
+                | {flat: getattr(self.graph, name) for flat, name in GRAPH_SETTINGS.items()} | own)
+
+    @property
+    def model(self) -> str:
+        """The network's name (fmlc, bigru-lwan, caml, zacnn or linear)."""
+        return self.network.model
+
+
+SETTING_NAMES: tuple[str, ...] = (*NETWORK_SETTINGS, *GRAPH_SETTINGS,
+                                  *(f.name for f in fields(TrainConfig) if f.name not in ("network", "graph")))
 
 
 # Named starting points. "paper": the paper's optimiser settings (Adam at a constant 1e-4 for 10
@@ -227,8 +252,8 @@ def prepare(splits: dict[str, Sequence[LabelledText]], cfg: TrainConfig,
     vocab = Vocab.build(tokens["train"], min_count=cfg.vocab_min_count, max_size=cfg.vocab_max_size)
     if vectors is None:
         all_docs = [doc for docs in tokens.values() for doc in docs]
-        vectors = train_vectors(all_docs, dim=cfg.embed_dim, seed=cfg.seed, epochs=cfg.w2v_epochs)
-    embeddings, coverage = embedding_matrix(vocab, vectors, cfg.embed_dim, seed=cfg.seed)
+        vectors = train_vectors(all_docs, dim=cfg.network.embed_dim, seed=cfg.seed, epochs=cfg.w2v_epochs)
+    embeddings, coverage = embedding_matrix(vocab, vectors, cfg.network.embed_dim, seed=cfg.seed)
     notes.append(f"vocabulary {len(vocab)} tokens, {coverage:.1%} with word2vec vectors")
     return Prepared(
         tokenizer=tokenizer, labels=labels, train_counts=[counts[lab] for lab in labels], tokens=tokens,
@@ -239,12 +264,8 @@ def prepare(splits: dict[str, Sequence[LabelledText]], cfg: TrainConfig,
 
 
 def model_config(cfg: TrainConfig, prep: Prepared) -> ModelConfig:
-    return ModelConfig(
-        model=cfg.model, vocab_size=len(prep.vocab), n_labels=len(prep.labels), embed_dim=cfg.embed_dim,
-        hidden=cfg.hidden, attn_dim=cfg.attn_dim, graph_dim=cfg.graph_dim, graph_steps=cfg.graph_steps,
-        embed_dropout=cfg.embed_dropout, attn_dropout=cfg.attn_dropout, graph_dropout=cfg.graph_dropout,
-        filters=cfg.filters, kernel_size=cfg.kernel_size, freeze_embeddings=cfg.freeze_embeddings,
-    )
+    """The network's configuration, sized by the prepared data."""
+    return replace(cfg.network, vocab_size=len(prep.vocab), n_labels=len(prep.labels))
 
 
 @dataclass
@@ -263,18 +284,18 @@ def _init_model(cfg: TrainConfig, prep: Prepared) -> tuple[torch.nn.Module, dict
     if hasattr(net, "embed"):
         # "random": every token gets the N(0, 0.1) draw that tokens without a word2vec vector get.
         table = prep.embeddings if cfg.embedding_init == "word2vec" else \
-            embedding_matrix(prep.vocab, {}, cfg.embed_dim, seed=cfg.seed)[0]
+            embedding_matrix(prep.vocab, {}, cfg.network.embed_dim, seed=cfg.seed)[0]
         net.embed.load_vectors(torch.from_numpy(table))
     if cfg.model == "fmlc":
-        adjacency = build_adjacency(prep.y["train"], cfg.graph_config())
+        adjacency = build_adjacency(prep.y["train"], cfg.graph)
         net.set_adjacency(torch.from_numpy(adjacency))
-        graph_summary = describe(adjacency, prep.labels) | {"config": cfg.graph_config().to_dict()}
+        graph_summary = describe(adjacency, prep.labels) | {"config": cfg.graph.to_dict()}
     if cfg.model == "zacnn":
         rng = np.random.default_rng(cfg.seed)
         rows = []
         for name in prep.labels:
-            vec = phrase_vector(prep.tokenizer.tokenize(name), prep.vectors, cfg.embed_dim)
-            rows.append(vec if vec is not None else rng.normal(0, 0.1, cfg.embed_dim).astype(np.float32))
+            vec = phrase_vector(prep.tokenizer.tokenize(name), prep.vectors, cfg.network.embed_dim)
+            rows.append(vec if vec is not None else rng.normal(0, 0.1, cfg.network.embed_dim).astype(np.float32))
         net.set_label_vectors(torch.from_numpy(np.stack(rows)))
     return net, graph_summary
 
@@ -295,7 +316,7 @@ def _batches(encoded: list[list[int]], batch_size: int, rng: random.Random) -> l
 
 def _to_artifact(cfg: TrainConfig, prep: Prepared, net: torch.nn.Module, thresholds: np.ndarray,
                  graph_summary: dict, metrics: dict) -> artifact_io.Artifact:
-    meta = {"train_config": asdict(cfg) | {"device": None, "threads": None, "progress": None},
+    meta = {"train_config": cfg.settings() | {"device": None, "threads": None, "progress": None},
             "data_fingerprint": prep.fingerprint, "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "notes": prep.notes}
     return artifact_io.Artifact(
