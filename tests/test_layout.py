@@ -260,3 +260,17 @@ def test_one_torch_pin_for_setup_and_the_image() -> None:
                  REPO / "training" / "peer" / "setup_libmultilabel.sh"):
         text = path.read_text(encoding="utf-8")
         assert "torch-version" in text and pin not in text, f"{path} must read the pin, not repeat it"
+
+
+def test_command_options_leave_their_defaults_to_the_configuration_classes() -> None:
+    """Unset (None) or off: the value then comes from ExperimentConfig, TrainConfig or DemoConfig."""
+    import inspect
+
+    from training.cli import experiment, train
+    from worker.cli import demo
+
+    for command in (experiment, demo, train):
+        literal = {name: p.default for name, p in inspect.signature(command).parameters.items()
+                   if p.default is not inspect.Parameter.empty and p.default not in (None, False)}
+        # train's preset is the name of the preset the other options fall back to.
+        assert literal == ({"preset": "default"} if command is train else {}), command.__name__

@@ -195,8 +195,8 @@ def experiment(
     out: Annotated[Path, typer.Option(help="report directory, e.g. reports/ccks2019_fin")],
     methods: Annotated[str | None, typer.Option(help="comma list; unset: every method")] = None,
     seeds: Annotated[int | None, typer.Option(help="unset: the experiment's default (3)")] = None,
-    preset: Annotated[str, typer.Option(help="training preset of every run: paper (the paper's comparison), "
-                                             "default or small; recorded in the report")] = "paper",
+    preset: Annotated[str | None, typer.Option(help="training preset of every run: paper (the paper's comparison), "
+                                                    "default or small; recorded in the report. Unset: paper")] = None,
     epochs: Annotated[int | None, typer.Option(help="epochs for recurrent models (unset: the preset's; "
                                                     "paper: 10)")] = None,
     conv_epochs: Annotated[int | None, typer.Option(help="epochs for convolutional models (unset: the "
@@ -223,10 +223,11 @@ def experiment(
     if lr is not None:
         base["lr"] = lr
     chosen = [m.strip() for m in methods.split(",") if m.strip()] if methods is not None else None
-    cfg = ExperimentConfig(data=str(data), out=str(out), preset=preset, epochs_recurrent=epochs, quick=quick,
-                           max_docs=max_docs, parent_labels=parent_labels, use_given_split=use_given_split, peer=peer,
+    cfg = ExperimentConfig(data=str(data), out=str(out), epochs_recurrent=epochs, quick=quick, max_docs=max_docs,
+                           parent_labels=parent_labels, use_given_split=use_given_split, peer=peer,
                            peer_epochs=peer_epochs, base=base,
-                           **_given(methods=chosen, seeds=1 if quick else seeds, epochs_convolutional=conv_epochs))
+                           **_given(preset=preset, methods=chosen, seeds=1 if quick else seeds,
+                                    epochs_convolutional=conv_epochs))
     results = run(cfg)
     typer.echo(f"report: {out / 'report.md'}")
     gains = results["summary"].get("gains")
