@@ -19,12 +19,11 @@ import threading
 import time
 from pathlib import Path
 
-from bench.common import REPO, machine, write_results
-from bench.streamkit import (
+from bench.common import REPO, TINY_MODEL_DIR, machine, proc_stats, write_results
+from worker.kafka import ensure_topics
+from worker.testkit import (
     WorkerProcess,
-    ensure,
     make_producer,
-    proc_stats,
     read_all,
     tiny_model,
     wait_for,
@@ -44,13 +43,13 @@ def big_meta(kb: int) -> dict:
 
 def run(model: Path, budget_mib: int, messages: int, meta_kb: int) -> dict:
     from training.synth import generate
-    from worker.local_services import start_broker
+    from worker.testkit import start_broker
 
     broker = start_broker(log_path=str(WORKDIR / f"broker-{budget_mib}.log"))
     try:
         s = worker_settings(broker.bootstrap, model, max_in_flight_bytes=budget_mib * MIB, topic_partitions=2,
                             batch_size=16)
-        ensure(s)
+        ensure_topics(s)
         meta = big_meta(meta_kb)
         texts = [d["text"] for d in generate(messages, 5)]
         ids = [f"big-{i}" for i in range(messages)]
@@ -96,8 +95,8 @@ def run(model: Path, budget_mib: int, messages: int, meta_kb: int) -> dict:
         stop.set()
         sampler.join()
         alive = w.alive()
-        exit_code = w.terminate() if alive else w.proc.returncode
-        records = read_all(broker.bootstrap, [s.output_topic, s.dlq_topic])
+        exit_code = w.stop() if alive else w.proc.returncode
+        records = read_all(broker.bootstrap, [s.output_topic, s.dlq_topic], committed_only=False)
     finally:
         broker.stop()
     got = {r.key.decode() for r in records if r.topic == s.output_topic}
@@ -120,7 +119,7 @@ def main() -> None:
     ap.add_argument("--model", type=Path, default=None)
     args = ap.parse_args()
     WORKDIR.mkdir(parents=True, exist_ok=True)
-    model = args.model or tiny_model()
+    model = args.model or tiny_model(TINY_MODEL_DIR)
     runs = [run(model, int(b), args.messages, args.meta_kb) for b in args.budgets_mib.split(",")]
     results = {"machine": machine(), "runs": runs, "passed": all(r["passed"] for r in runs)}
     md = ["# Worker memory under large messages (FMLC_MAX_IN_FLIGHT_BYTES)", "",

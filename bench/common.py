@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import platform
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -12,6 +14,8 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results"
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "ccks2019_fin"
+TINY_MODEL_DIR = REPO / "runs" / "bench-tiny-model"
+CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
 def machine() -> dict:
@@ -64,3 +68,126 @@ def rate(fn, n_items: int, repeat: int = 3) -> float:
         fn()
         best = min(best, time.perf_counter() - t0)
     return n_items / best
+
+
+# --- streaming benches: texts, percentiles, /proc ----------------------------------------------------
+
+def percentile(values: Sequence[float], q: float) -> float | None:
+    if not values:
+        return None
+    import numpy as np
+
+    return float(np.percentile(np.asarray(values, dtype=float), q))
+
+
+def ccks_texts(data: Path = DEFAULT_DATA) -> list[str]:
+    """Real ccks2019_fin texts, unique after the worker's normalisation (so that no two of them share
+    a cache entry), in file order."""
+    from worker.cache import text_digest
+
+    seen: set[str] = set()
+    out: list[str] = []
+    path = data / "data.jsonl" if data.is_dir() else data
+    with open(path, encoding="utf-8") as fh:
+        for line in fh:
+            text = json.loads(line)["text"]
+            if not text.strip():
+                continue
+            digest = text_digest(text)
+            if digest not in seen:
+                seen.add(digest)
+                out.append(text)
+    return out
+
+
+class TextPool:
+    """Hands out texts without repetition; once the pool is used up it starts again with a short
+    numbered suffix, so every text handed out is still a cache miss."""
+
+    def __init__(self, texts: Sequence[str]) -> None:
+        self.texts = list(texts)
+        self.i = 0
+        self.suffixed = 0
+
+    def take(self, n: int) -> list[str]:
+        out = []
+        for _ in range(n):
+            round_, j = divmod(self.i, len(self.texts))
+            text = self.texts[j]
+            if round_:
+                text = f"{text}（{round_}）"
+                self.suffixed += 1
+            out.append(text)
+            self.i += 1
+        return out
+
+
+# --- /proc ---------------------------------------------------------------------------------------------
+
+def proc_stats(pid: int) -> dict[str, float]:
+    """RSS (MiB), threads, open file descriptors and CPU seconds (user + system) of one process."""
+    out: dict[str, float] = {}
+    try:
+        with open(f"/proc/{pid}/status") as fh:
+            for line in fh:
+                if line.startswith("VmRSS:"):
+                    out["rss_mib"] = int(line.split()[1]) / 1024
+                elif line.startswith("Threads:"):
+                    out["threads"] = int(line.split()[1])
+        out["fds"] = len(os.listdir(f"/proc/{pid}/fd"))
+        kids = child_pids(pid)
+        out["children"] = len(kids)
+        # The worker's tokenizer runs in a child process: its CPU is the worker's too.
+        out["cpu_s"] = cpu_seconds(pid) + sum(_cpu_or_zero(k) for k in kids)
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        pass
+    return out
+
+
+def child_pids(pid: int) -> list[int]:
+    kids: list[int] = []
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/children") as fh:
+                kids += [int(x) for x in fh.read().split()]
+        except FileNotFoundError:
+            continue
+    return kids
+
+
+def _cpu_or_zero(pid: int) -> float:
+    try:
+        return cpu_seconds(pid)
+    except (FileNotFoundError, ProcessLookupError):
+        return 0.0
+
+
+def cpu_seconds(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as fh:
+        fields = fh.read().rsplit(")", 1)[1].split()
+    # fields[0] is the state (field 3 of stat); utime and stime are fields 14 and 15.
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def machine_jiffies() -> tuple[int, int]:
+    """(busy, total) CPU jiffies of the whole machine, all cores, from /proc/stat."""
+    with open("/proc/stat") as fh:
+        values = [int(x) for x in fh.readline().split()[1:]]
+    idle = values[3] + (values[4] if len(values) > 4 else 0)  # idle + iowait
+    total = sum(values[:8])  # guest time is already inside user/nice
+    return total - idle, total
+
+
+class BusyMeter:
+    """Fraction of the whole machine's CPU that was busy between start() and read() (all processes)."""
+
+    def __init__(self) -> None:
+        self.start()
+
+    def start(self) -> BusyMeter:
+        self._b0, self._t0 = machine_jiffies()
+        return self
+
+    def read(self) -> float:
+        b1, t1 = machine_jiffies()
+        return (b1 - self._b0) / max(1, t1 - self._t0)

@@ -30,7 +30,7 @@ NAME = "compression"
 
 
 def complaint_texts(n: int) -> list[str]:
-    from bench.streamkit import ccks_texts
+    from bench.common import ccks_texts
 
     try:
         texts = ccks_texts()

@@ -7,7 +7,7 @@
 
 Every scenario starts its own Tansu broker (memory-only) and runs `python -m worker` subprocesses
 with the tiny-dimension model (delivery is the point here, not the model; trained once into
-runs/bench-tiny-model like tests/model_fixtures.py does):
+runs/bench-tiny-model by worker.testkit.tiny_model):
 
 - sigkill: a worker SIGKILLed mid-stream `--kills` times and restarted each time: every input id has
   an output; duplicates per kill are within the in-flight bound (max_in_flight records);
@@ -62,12 +62,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.common import REPO, RESULTS, machine, write_results
-from bench.streamkit import (
-    Reader,
+from bench.common import REPO, RESULTS, TINY_MODEL_DIR, machine, proc_stats, write_results
+from worker.kafka import ensure_topics
+from worker.testkit import (
+    TopicReader,
     WorkerProcess,
     committed_and_end,
-    ensure,
     http_get,
     make_producer,
     message,
@@ -95,7 +95,7 @@ def synthetic_texts(n: int, seed: int) -> list[str]:
 
 @dataclass
 class Collector:
-    """Output and dead-letter records as a Reader sees them, in read order (no record kept)."""
+    """Output and dead-letter records as a TopicReader sees them, in read order (no record kept)."""
 
     output_topic: str
     dlq_topic: str
@@ -136,9 +136,9 @@ class Collector:
         return sum(1 for i in ids if not self.per_id[i])
 
 
-def start_reader(bootstrap: str, s: Any) -> tuple[Reader, Collector]:
+def start_reader(bootstrap: str, s: Any) -> tuple[TopicReader, Collector]:
     col = Collector(s.output_topic, s.dlq_topic)
-    reader = Reader(bootstrap, s.output_topic, s.dlq_topic, keep=False)
+    reader = TopicReader(bootstrap, s.output_topic, s.dlq_topic, keep=False, committed_only=False)
     reader.on_record = col
     reader.start()
     return reader, col
@@ -146,7 +146,7 @@ def start_reader(bootstrap: str, s: Any) -> tuple[Reader, Collector]:
 
 def final_counts(bootstrap: str, s: Any, ids: list[str]) -> dict:
     """Read the output topic again from the start with a fresh consumer: the ground truth."""
-    records = read_all(bootstrap, [s.output_topic, s.dlq_topic], timeout=120)
+    records = read_all(bootstrap, [s.output_topic, s.dlq_topic], timeout=120, committed_only=False)
     per_id = Counter(r.key.decode("utf-8", "replace") for r in records if r.topic == s.output_topic)
     want = set(ids)
     missing = [i for i in ids if not per_id[i]]
@@ -170,12 +170,12 @@ def log_lines(w: WorkerProcess, *needles: str, limit: int = 12) -> list[str]:
 # --- (a) SIGKILL mid-stream, restarted ---------------------------------------------------------------
 
 def sigkill(args: argparse.Namespace, model: Path) -> dict:
-    from worker.local_services import start_broker
+    from worker.testkit import start_broker
 
     broker = start_broker(log_path=str(WORKDIR / "sigkill-broker.log"))
     try:
         s = worker_settings(broker.bootstrap, model, batch_size=32, max_in_flight=256, topic_partitions=3)
-        ensure(s)
+        ensure_topics(s)
         n = args.kill_messages
         ids = [f"k-{i}" for i in range(n)]
         produce(broker.bootstrap, s.input_topic,
@@ -197,7 +197,7 @@ def sigkill(args: argparse.Namespace, model: Path) -> dict:
         w = WorkerProcess(s, WORKDIR / "sigkill-final.log")
         w.wait_ready(120)
         wait_for(lambda: col.have_all(ids), 300, "every input has an output", interval=0.1)
-        exit_code = w.terminate()
+        exit_code = w.stop()
         reader.close()
         truth = final_counts(broker.bootstrap, s, ids)
         committed = all_committed(broker.bootstrap, s)
@@ -243,12 +243,12 @@ def worker_freeze(args: argparse.Namespace, model: Path) -> dict:
 
 
 def _freeze(args: argparse.Namespace, model: Path, what: str) -> dict:
-    from worker.local_services import start_broker
+    from worker.testkit import start_broker
 
     broker = start_broker(log_path=str(WORKDIR / f"{what}-freeze-broker.log"))
     try:
         s = worker_settings(broker.bootstrap, model, batch_size=32, topic_partitions=3)
-        ensure(s)
+        ensure_topics(s)
         n1, n2 = 3000, 1000
         texts = synthetic_texts(n1 + n2, 21)
         ids1, ids2 = [f"f-{i}" for i in range(n1)], [f"f2-{i}" for i in range(n2)]
@@ -280,7 +280,7 @@ def _freeze(args: argparse.Namespace, model: Path, what: str) -> dict:
         first_after = min((t for t in col.first_read.values() if t > t_resume + 0.05), default=None)
         m = w.metrics()
         same_process = w.alive()
-        exit_code = w.terminate()
+        exit_code = w.stop()
         reader.close()
         truth = final_counts(broker.bootstrap, s, ids1 + ids2)
         committed = all_committed(broker.bootstrap, s)
@@ -308,7 +308,7 @@ def _freeze(args: argparse.Namespace, model: Path, what: str) -> dict:
 # --- (c) Redis stopped, then restarted -------------------------------------------------------------
 
 def redis_restart(args: argparse.Namespace, model: Path) -> dict:
-    from worker.local_services import free_port, start_broker, start_redis
+    from worker.testkit import free_port, start_broker, start_redis
 
     broker = start_broker(log_path=str(WORKDIR / "redis-broker.log"))
     port = free_port()
@@ -318,7 +318,7 @@ def redis_restart(args: argparse.Namespace, model: Path) -> dict:
     try:
         s = worker_settings(broker.bootstrap, model, redis_url=redis.url, batch_size=16, max_wait_ms=20,
                             cache_retry_s=0.5, topic_partitions=2)
-        ensure(s)
+        ensure_topics(s)
         texts = synthetic_texts(100, 31)
         reader, col = start_reader(broker.bootstrap, s)
         w = WorkerProcess(s, WORKDIR / "redis-worker.log")
@@ -369,7 +369,7 @@ def redis_restart(args: argparse.Namespace, model: Path) -> dict:
             time.sleep(1.0)
         phase("5 after restart, cached again", "d", probe)
         same_process = w.alive() and w.pid == pid
-        exit_code = w.terminate()
+        exit_code = w.stop()
         reader.close()
         dead = col.dead
     finally:
@@ -395,7 +395,7 @@ def redis_restart(args: argparse.Namespace, model: Path) -> dict:
 # --- (d) soak ------------------------------------------------------------------------------------
 
 def soak(args: argparse.Namespace, model: Path) -> dict:
-    from worker.local_services import start_broker, start_redis
+    from worker.testkit import start_broker, start_redis
 
     n = args.soak_messages
     broker = start_broker(log_path=str(WORKDIR / "soak-broker.log"))
@@ -404,7 +404,7 @@ def soak(args: argparse.Namespace, model: Path) -> dict:
     try:
         s = worker_settings(broker.bootstrap, model, redis_url=redis.url, cache_ttl_s=1800, batch_size=64,
                             max_wait_ms=25, topic_partitions=3)
-        ensure(s)
+        ensure_topics(s)
         fresh = int(n * 0.9)
         base = synthetic_texts(fresh, 41)
         import random
@@ -419,13 +419,13 @@ def soak(args: argparse.Namespace, model: Path) -> dict:
         reader, col = start_reader(broker.bootstrap, s)
         w = WorkerProcess(s, WORKDIR / "soak-worker.log")
         w.wait_ready(120)
-        ready_stats = w.stats()
+        ready_stats = proc_stats(w.pid)
         t0 = time.time()
         stop = threading.Event()
 
         def sample() -> None:
             while not stop.is_set():
-                st = w.stats()
+                st = proc_stats(w.pid)
                 if st:
                     samples.append({"t": time.time() - t0, "outputs": col.distinct, **st})
                 stop.wait(2.0)
@@ -453,9 +453,9 @@ def soak(args: argparse.Namespace, model: Path) -> dict:
         stop.set()
         sampler.join(5)
         sender.join(5)
-        end_stats = w.stats()
+        end_stats = proc_stats(w.pid)
         m = w.metrics()
-        exit_code = w.terminate(60)
+        exit_code = w.stop(60)
         reader.close()
         cached_outputs = sum(col.cached.values())
         dups = sum(c - 1 for c in col.per_id.values() if c > 1)
@@ -573,14 +573,14 @@ def hostile_set(good: list[str]) -> list[dict]:
 
 
 def hostile(args: argparse.Namespace, model: Path) -> dict:
-    from worker.local_services import redis_url_or_start, start_broker
+    from worker.testkit import redis_url_or_start, start_broker
 
     broker = start_broker(log_path=str(WORKDIR / "hostile-broker.log"))
     redis = redis_url_or_start()
     try:
         s = worker_settings(broker.bootstrap, model, redis_url=redis.url, batch_size=16, max_wait_ms=20,
                             topic_partitions=1)
-        ensure(s)
+        ensure_topics(s)
         good = synthetic_texts(200, 51)
         cases = hostile_set(good)
         # Good messages between the hostile ones: a bad message must not harm its batch-mates.
@@ -611,8 +611,8 @@ def hostile(args: argparse.Namespace, model: Path) -> dict:
 
         wait_for(enough, 120, "every hostile input committed", interval=1.0)
         m = w.metrics()
-        exit_code = w.terminate()
-        records = read_all(broker.bootstrap, [s.output_topic, s.dlq_topic])
+        exit_code = w.stop()
+        records = read_all(broker.bootstrap, [s.output_topic, s.dlq_topic], committed_only=False)
     finally:
         broker.stop()
         if redis.owned:
@@ -677,7 +677,7 @@ POISON = [
 
 
 def poison(args: argparse.Namespace, model: Path) -> dict:
-    from worker.local_services import redis_url_or_start, start_broker
+    from worker.testkit import redis_url_or_start, start_broker
 
     broker = start_broker(log_path=str(WORKDIR / "poison-broker.log"))
     redis = redis_url_or_start()
@@ -687,7 +687,7 @@ def poison(args: argparse.Namespace, model: Path) -> dict:
         for k, (name, value, cache, expect) in enumerate(POISON):
             s = worker_settings(broker.bootstrap, model, redis_url=redis.url if cache else None, batch_size=16,
                                 max_wait_ms=20, topic_partitions=1)
-            ensure(s)
+            ensure_topics(s)
             before, after = f"p{k}-before", f"p{k}-after"
             produce(broker.bootstrap, s.input_topic, [(before.encode(), message(before, good[0])), (None, value),
                                                       (after.encode(), message(after, good[1]))])
@@ -702,7 +702,7 @@ def poison(args: argparse.Namespace, model: Path) -> dict:
                     time.sleep(0.2)
                 handled = (col.distinct + col.dead) >= 3
                 died = not w.alive()
-                code = w.proc.returncode if died else w.terminate()
+                code = w.proc.returncode if died else w.stop()
                 errors = [ln for ln in w.log().splitlines()
                           if "Error" in ln or "died" in ln or "fatal" in ln][:6]
                 runs.append({"attempt": attempt, "handled_all_three": handled, "worker_died": died,
@@ -731,14 +731,14 @@ def codecs(args: argparse.Namespace, model: Path) -> dict:
     answers every message and produces its own outputs with FMLC_COMPRESSION (default)."""
     import confluent_kafka
 
-    from worker.local_services import start_broker
+    from worker.testkit import start_broker
 
     broker = start_broker(log_path=str(WORKDIR / "codecs-broker.log"))
     names = ("none", "gzip", "lz4", "zstd", "snappy")
     per = args.codec_messages
     try:
         s = worker_settings(broker.bootstrap, model, batch_size=32, topic_partitions=2)
-        ensure(s)
+        ensure_topics(s)
         texts = synthetic_texts(per * len(names), 71)
         ids: dict[str, list[str]] = {}
         for k, codec in enumerate(names):
@@ -757,7 +757,7 @@ def codecs(args: argparse.Namespace, model: Path) -> dict:
         with contextlib.suppress(TimeoutError):
             wait_for(lambda: col.have_all(every), 120, "every codec answered", interval=0.2)
         m = w.metrics()
-        exit_code = w.terminate()
+        exit_code = w.stop()
         reader.close()
         truth = final_counts(broker.bootstrap, s, every)
     finally:
@@ -799,12 +799,12 @@ def undecodable(args: argparse.Namespace, model: Path) -> dict:
     headers), the worker stays live and commits to the end of the partitions."""
     from kafka.record import default_records
 
-    from worker.local_services import start_broker
+    from worker.testkit import start_broker
 
     broker = start_broker(log_path=str(WORKDIR / "undecodable-broker.log"))
     try:
         s = worker_settings(broker.bootstrap, model, batch_size=16, topic_partitions=2)
-        ensure(s)
+        ensure_topics(s)
         texts = synthetic_texts(200, 81)
         good = [f"u-{i}" for i in range(200)]
         plain = make_producer(broker.bootstrap, linger_ms=0)
@@ -859,9 +859,9 @@ def undecodable(args: argparse.Namespace, model: Path) -> dict:
         m = w.metrics()
         live = http_get(w.port, "/healthz")[0] == 200
         alive = w.alive()
-        exit_code = w.terminate()
+        exit_code = w.stop()
         reader.close()
-        records = read_all(broker.bootstrap, [s.dlq_topic])
+        records = read_all(broker.bootstrap, [s.dlq_topic], committed_only=False)
         truth = final_counts(broker.bootstrap, s, good)
     finally:
         broker.stop()
@@ -896,15 +896,15 @@ def hung_tokenizer(args: argparse.Namespace, model: Path) -> dict:
     replacing the child; every message must still be answered, none dead-lettered."""
     import os
 
-    from worker.local_services import start_broker
+    from worker.testkit import start_broker
 
     broker = start_broker(log_path=str(WORKDIR / "hung-tokenizer-broker.log"))
     stopped: int | None = None
     try:
-        s = worker_settings(broker.bootstrap, model, batch_size=32, topic_partitions=2, tokenize_ahead=True,
-                            tokenizer_process=True, stall_timeout_s=args.stall_timeout_s,
+        s = worker_settings(broker.bootstrap, model, batch_size=32, topic_partitions=2, tokenizer="process",
+                            stall_timeout_s=args.stall_timeout_s,
                             tokenizer_timeout_s=args.stall_timeout_s + 6)
-        ensure(s)
+        ensure_topics(s)
         n = 2000
         ids = [f"h-{i}" for i in range(n)]
         produce(broker.bootstrap, s.input_topic,
@@ -940,7 +940,7 @@ def hung_tokenizer(args: argparse.Namespace, model: Path) -> dict:
         all_after = time.monotonic() - t0
         m = w.metrics()
         new_children = child_pids(w.pid)
-        exit_code = w.terminate()
+        exit_code = w.stop()
         reader.close()
         truth = final_counts(broker.bootstrap, s, ids)
         notes = log_lines(w, "tokenizer process lost", "WARNING")
@@ -982,8 +982,8 @@ def secrets(args: argparse.Namespace, model: Path) -> dict:
     import subprocess
     import tempfile
 
-    from worker.local_services import free_port, redis_answers, redis_binary, start_broker
     from worker.settings import env_for
+    from worker.testkit import free_port, redis_answers, redis_binary, start_broker
 
     broker = start_broker(log_path=str(WORKDIR / "secrets-broker.log"))
     redis_dir = tempfile.mkdtemp(prefix="fmlc-redis-secret-")
@@ -1000,7 +1000,7 @@ def secrets(args: argparse.Namespace, model: Path) -> dict:
                           ("wrong redis password", f"redis://default:{PLANTED}-wrong@127.0.0.1:{rport}/0")):
             s = worker_settings(broker.bootstrap, model, redis_url=url, batch_size=16, log_level="DEBUG",
                                 sasl_username="fmlc", sasl_password=PLANTED, ssl_password=PLANTED)
-            ensure(s)
+            ensure_topics(s)
             n = 100
             ids = [f"s-{i}" for i in range(n)] + [f"s-{i}-again" for i in range(n)]
             body = synthetic_texts(n, 91)
@@ -1016,9 +1016,9 @@ def secrets(args: argparse.Namespace, model: Path) -> dict:
             wait_for(lambda ids=ids, col=col: col.have_all(ids) and col.dead >= 1, 120, "second pass")
             for path in ("/healthz", "/readyz", "/metrics", "/nope"):
                 texts[f"{name}: GET {path}"] = http_get(w.port, path)[1]
-            exit_code = w.terminate()
+            exit_code = w.stop()
             reader.close()
-            records = read_all(broker.bootstrap, [s.output_topic, s.dlq_topic], timeout=60)
+            records = read_all(broker.bootstrap, [s.output_topic, s.dlq_topic], timeout=60, committed_only=False)
             texts[f"{name}: outputs and dead letters"] = "\n".join(
                 (r.value or b"").decode("utf-8", "replace") + repr(r.headers) for r in records)
             texts[f"{name}: worker log"] = w.log()
@@ -1062,13 +1062,13 @@ def dlq_at_limit(args: argparse.Namespace, model: Path) -> dict:
     dead letters (text too long, not JSON), between good messages: each dead letter is cut to fit
     (value first, then headers, then key), marked as truncated, and every good message after it is
     answered — no delivery failure, no loop."""
-    from worker.local_services import start_broker
     from worker.messages import record_size
+    from worker.testkit import start_broker
 
     broker = start_broker(log_path=str(WORKDIR / "dlq_at_limit-broker.log"))
     try:
         s = worker_settings(broker.bootstrap, model, batch_size=16, topic_partitions=1, max_text_chars=2000)
-        ensure(s)
+        ensure_topics(s)
         limit = s.max_message_bytes
         texts = synthetic_texts(60, 91)
         good = [f"g-{i}" for i in range(60)]
@@ -1099,9 +1099,9 @@ def dlq_at_limit(args: argparse.Namespace, model: Path) -> dict:
             wait_for(lambda: col.have_all(good) and col.dead >= len(sent), 90, "answers and dead letters",
                      interval=0.2)
         m = w.metrics()
-        exit_code = w.terminate()
+        exit_code = w.stop()
         reader.close()
-        dead = read_all(broker.bootstrap, [s.dlq_topic])
+        dead = read_all(broker.bootstrap, [s.dlq_topic], committed_only=False)
         truth = final_counts(broker.bootstrap, s, good)
         committed = all_committed(broker.bootstrap, s)
     finally:
@@ -1147,14 +1147,14 @@ def eos_rebalance(args: argparse.Namespace, model: Path) -> dict:
     mid-stream, then the first leaves mid-stream (two rebalances with batches in flight); a third
     started with the second one's instance id must refuse to start (exit 2, a clear error) while the
     second goes on unfenced. read_committed output: every id exactly once."""
-    from worker.local_services import start_broker
+    from worker.testkit import start_broker
 
     broker = start_broker(log_path=str(WORKDIR / "eos_rebalance-broker.log"))
     try:
         base = worker_settings(broker.bootstrap, model, delivery="exactly_once", transactional_id=None,
                                batch_size=16, topic_partitions=4)
         s1, s2 = (base.model_copy(update={"instance_id": name}) for name in ("worker-1", "worker-2"))
-        ensure(s1)
+        ensure_topics(s1)
         n = args.eos_messages
         ids = [f"e-{i}" for i in range(n)]
         produce(broker.bootstrap, s1.input_topic,
@@ -1169,14 +1169,14 @@ def eos_rebalance(args: argparse.Namespace, model: Path) -> dict:
         both_at = col.distinct
         wait_for(lambda: col.distinct >= both_at + n // 10, 180, "both workers at work", interval=0.05)
         left_at = col.distinct
-        exit1 = w1.terminate()
+        exit1 = w1.stop()
         twin = WorkerProcess(s2, WORKDIR / "eos_rebalance-twin.log")
         twin_exit = twin.proc.wait(120)
         twin_log = log_lines(twin, "TransactionalIdInUse", "another live worker", limit=3)
         with contextlib.suppress(TimeoutError):
             wait_for(lambda: col.have_all(ids), 300, "every input has a committed output", interval=0.2)
         w2_alive = w2.alive()
-        exit2 = w2.terminate()
+        exit2 = w2.stop()
         reader.close()
         truth = final_counts(broker.bootstrap, s1, ids)
         committed = all_committed(broker.bootstrap, s1)
@@ -1352,7 +1352,7 @@ def main() -> None:
 
     torch.set_num_threads(1)
     WORKDIR.mkdir(parents=True, exist_ok=True)
-    model = args.model or tiny_model()
+    model = args.model or tiny_model(TINY_MODEL_DIR)
     path = RESULTS / f"{NAME}.json"
     results = json.loads(path.read_text()) if path.exists() else {"scenarios": {}}
     results["machine"] = machine()

@@ -273,15 +273,16 @@ def worker_end_to_end(bootstrap: str, model_dir: Path, texts: Sequence[str], wor
                       batch_size: int = 256, partitions: int = 4, timeout_s: float = 120.0,
                       **overrides: Any) -> dict:
     """`python -m worker` drains a backlog of `texts` (pre-produced, unique ids) through the broker."""
-    from bench.streamkit import Reader, WorkerProcess, ensure, message, metric, produce, worker_settings
     from bench.worker_throughput import Outputs
+    from worker.kafka import ensure_topics
+    from worker.testkit import TopicReader, WorkerProcess, message, metric, produce, worker_settings
 
     # cpu_threads None: the worker's own default (all usable CPUs but one; none set on CUDA).
     s = worker_settings(bootstrap, model_dir, redis_url=None, device=device, batch_size=batch_size,
                         topic_partitions=partitions, **{"cpu_threads": None, **overrides})
-    ensure(s)
+    ensure_topics(s)
     out = Outputs(s.output_topic, s.dlq_topic)
-    reader = Reader(bootstrap, s.output_topic, s.dlq_topic)
+    reader = TopicReader(bootstrap, s.output_topic, s.dlq_topic, committed_only=False)
     reader.on_record = out
     reader.start()
     ids = [f"g-{i}" for i in range(len(texts))]
@@ -300,12 +301,12 @@ def worker_end_to_end(bootstrap: str, model_dir: Path, texts: Sequence[str], wor
                                f"worker log:\n{w.log()[-1500:]}") from None
         t_done = max(out.read_at[i] for i in ids)
         m = w.metrics()
-        w.terminate()
+        w.stop()
     finally:
         if w.alive():
             w.kill()
         reader.close()
-    tokenizer_settings = {k: getattr(s, k) for k in ("tokenize_ahead", "tokenizer_process", "tokenizer_processes")
+    tokenizer_settings = {k: getattr(s, k) for k in ("tokenizer", "tokenizer_processes")
                           if k in type(s).model_fields}
     return {"messages": len(ids), "device": device, "batch_size": batch_size, "partitions": partitions,
             "tokenizer_settings": tokenizer_settings, "produce_s": produce_s,
@@ -320,7 +321,7 @@ def worker_end_to_end(bootstrap: str, model_dir: Path, texts: Sequence[str], wor
 
 def step_worker_e2e(model_dir: Path, texts: Sequence[str], emit: Emit, workdir: Path, device: str = "cuda",
                     timeout_s: float = 120.0) -> dict:
-    from worker.local_services import start_broker
+    from worker.testkit import start_broker
 
     broker = start_broker(log_path=str(workdir / "gpu-check-broker.log"))
     try:

@@ -184,7 +184,7 @@ def main() -> None:
     ap.add_argument("--no-worker", action="store_true", help="skip the worker runs (F1 and agreement only)")
     args = ap.parse_args()
     torch.set_num_threads(1)
-    from bench.streamkit import ccks_texts
+    from bench.common import ccks_texts
 
     t0 = time.time()
     payload: dict[str, Any] = {"machine": machine(), "f1": []}

@@ -1,7 +1,7 @@
 """Worker variants against each other: interleaved throughput runs, each divided by its neighbouring limits.
 
-    python -m bench.worker_ab --variant "5ms:FMLC_GIL_SWITCH_INTERVAL_MS=null" \\
-                              --variant "0.05ms:FMLC_GIL_SWITCH_INTERVAL_MS=0.05" [--rounds 3] [--messages 3000]
+    python -m bench.worker_ab --variant "window8:FMLC_SORT_WINDOW=8" \\
+                              --variant "window4:FMLC_SORT_WINDOW=4" [--rounds 3] [--messages 3000]
 
 Each variant is a name and FMLC_* settings for the worker process (`null`: the setting's None). A
 round runs every variant once, in forward order on even rounds and reversed on odd ones, so a drift
@@ -21,8 +21,7 @@ import time
 
 import torch
 
-from bench.common import REPO, machine, write_results
-from bench.streamkit import TextPool, ccks_texts
+from bench.common import REPO, TextPool, ccks_texts, machine, write_results
 from bench.worker_throughput import BenchConfig, between_limits, services
 
 

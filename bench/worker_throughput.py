@@ -39,19 +39,27 @@ from typing import Any
 
 import torch
 
-from bench.common import REPO, RESULTS, machine, padded_over_real, rate, write_results
-from bench.streamkit import (
+from bench.common import (
+    REPO,
+    RESULTS,
     BusyMeter,
-    Reader,
     TextPool,
-    ThreadWorker,
-    WorkerProcess,
     cpu_seconds,
-    ensure,
+    machine,
+    padded_over_real,
+    percentile,
+    proc_stats,
+    rate,
+    write_results,
+)
+from worker.kafka import ensure_topics
+from worker.testkit import (
+    ThreadWorker,
+    TopicReader,
+    WorkerProcess,
     make_producer,
     message,
     metric,
-    percentile,
     produce,
     uid,
     wait_for,
@@ -88,7 +96,7 @@ class BenchConfig:
 
 
 class Outputs:
-    """First read time and record of every output id (duplicates counted), fed by a Reader."""
+    """First read time and record of every output id (duplicates counted), fed by a TopicReader."""
 
     def __init__(self, output_topic: str, dlq_topic: str) -> None:
         self.output_topic = output_topic
@@ -186,14 +194,14 @@ def measure_limit(predictor: Any, texts: list[str], cfg: BenchConfig) -> dict:
 # --- the worker: throughput, cache, latency under load ---------------------------------------------
 
 def backlog(cfg: BenchConfig, bootstrap: str, redis_url: str | None, pool: TextPool,
-            prefix: str) -> tuple[Any, Outputs, Reader, list[str], list[str]]:
+            prefix: str) -> tuple[Any, Outputs, TopicReader, list[str], list[str]]:
     """Settings with topics of their own, a reader of their outputs, and `cfg.messages` complaints
     (ids, texts) already waiting in the input topic before the worker starts."""
     s = worker_settings(bootstrap, cfg.model_dir, redis_url=redis_url, batch_size=cfg.batch_size,
                         max_wait_ms=cfg.max_wait_ms, topic_partitions=cfg.partitions)
-    ensure(s)
+    ensure_topics(s)
     out = Outputs(s.output_topic, s.dlq_topic)
-    reader = Reader(bootstrap, s.output_topic, s.dlq_topic)
+    reader = TopicReader(bootstrap, s.output_topic, s.dlq_topic, committed_only=False)
     reader.on_record = out
     reader.start()
     ids = [f"{prefix}-{i}" for i in range(cfg.messages)]
@@ -234,7 +242,7 @@ def between_limits(cfg: BenchConfig, bootstrap: str, redis_url: str | None, pool
         out.wait(ids, max(120.0, 20 * cfg.messages / max(before, 1.0)), f"{prefix} outputs")
         t_done = max(out.read_at[i] for i in ids)
         stages = _stage_totals(m0, w.metrics())
-        w.terminate()
+        w.stop()
     finally:
         if w.alive():
             w.kill()
@@ -259,17 +267,17 @@ def worker_runs(cfg: BenchConfig, bootstrap: str, broker_pid: int | None, redis_
     w = start_worker(cfg, s, "worker-main.log")
     result: dict[str, Any] = {"settings": {"batch_size": b, "max_wait_ms": cfg.max_wait_ms, "partitions": p,
                                            "cpu_threads": s.cpu_threads, "cache": bool(redis_url),
-                                           "sort_window": s.sort_window, "tokenize_ahead": s.tokenize_ahead,
+                                           "sort_window": s.sort_window, "tokenizer": s.tokenizer,
                                            "worker_mode": cfg.worker_mode}}
     try:
         t_ready = w.wait_ready(120)
         busy = BusyMeter()
-        st0 = w.stats()
+        st0 = proc_stats(w.pid)
         m0 = w.metrics()
         broker0 = cpu_seconds(broker_pid) if broker_pid else None
         result["startup_s"] = t_ready - t_start
         out.wait(ids, max(120.0, 20 * cfg.messages / max(limit_b, 1.0)), "throughput outputs")
-        st1 = w.stats()
+        st1 = proc_stats(w.pid)
         m1 = w.metrics()
         machine_busy = busy.read()
         broker1 = cpu_seconds(broker_pid) if broker_pid else None
@@ -324,7 +332,7 @@ def worker_runs(cfg: BenchConfig, bootstrap: str, broker_pid: int | None, redis_
         result["latency"] = {"budget_ms_max_wait_plus_full_batch": cfg.max_wait_ms + full_batch_ms,
                              "full_batch_compute_ms": full_batch_ms, "capacity_docs_per_s": capacity,
                              "levels": levels}
-        result["worker_exit_code"] = w.terminate()
+        result["worker_exit_code"] = w.stop()
     finally:
         if w.alive():
             w.kill()
@@ -354,7 +362,7 @@ def latency_level(cfg: BenchConfig, w: Any, s: Any, bootstrap: str, out: Outputs
     ids = [f"{tag}-{i}" for i in range(n)]
     values = [message(i, t) for i, t in zip(ids, texts, strict=True)]
     m0 = w.metrics()
-    cpu0 = w.stats().get("cpu_s")
+    cpu0 = proc_stats(w.pid).get("cpu_s")
     busy = BusyMeter()
     producer = make_producer(bootstrap, linger_ms=0)
     sent: dict[str, float] = {}
@@ -373,7 +381,7 @@ def latency_level(cfg: BenchConfig, w: Any, s: Any, bootstrap: str, out: Outputs
     out.wait(ids, 60 + 3 * cfg.level_seconds, f"outputs at {frac:.0%} load")
     m1 = w.metrics()
     machine_busy = busy.read()
-    cpu1 = w.stats().get("cpu_s")
+    cpu1 = proc_stats(w.pid).get("cpu_s")
     lat = [1000 * (out.read_at[i] - sent[i]) for i in ids]
     lat_produced = [out.record[i].timestamp - 1000 * sent[i] for i in ids]
     timings = [json.loads(out.record[i].value)["timings"] for i in ids]
@@ -422,7 +430,7 @@ def naive_run(cfg: BenchConfig, bootstrap: str, predictor: Any, pool: TextPool) 
     from kafka.structs import OffsetAndMetadata
 
     s = worker_settings(bootstrap, cfg.model_dir, topic_partitions=cfg.partitions)
-    ensure(s)
+    ensure_topics(s)
     n = cfg.naive_messages
     texts = pool.take(n)
     ids = [f"n-{i}" for i in range(n)]
@@ -478,13 +486,13 @@ def scaling_run(cfg: BenchConfig, bootstrap: str, redis_url: str | None, pool: T
     p = max(2, cfg.partitions)
     s = worker_settings(bootstrap, cfg.model_dir, redis_url=redis_url, batch_size=cfg.batch_size,
                         max_wait_ms=cfg.max_wait_ms, topic_partitions=p)
-    ensure(s)
+    ensure_topics(s)
     procs = [start_worker(cfg, s.model_copy(update={"transactional_id": f"{s.transactional_id}-{k}",
                                                     "client_id": f"bench-worker-{k}"}),
                           f"worker-scale{workers}-{k}.log")
              for k in range(workers)]
     out = Outputs(s.output_topic, s.dlq_topic)
-    reader = Reader(bootstrap, s.output_topic)
+    reader = TopicReader(bootstrap, s.output_topic, committed_only=False)
     reader.on_record = out
     try:
         def settled() -> bool:
@@ -499,7 +507,7 @@ def scaling_run(cfg: BenchConfig, bootstrap: str, redis_url: str | None, pool: T
         m = cfg.scaling_messages
         texts = pool.take(m)
         ids = [f"s{workers}-{i}" for i in range(m)]
-        cpu0 = [w.stats().get("cpu_s", 0.0) for w in procs]
+        cpu0 = [proc_stats(w.pid).get("cpu_s", 0.0) for w in procs]
         busy = BusyMeter()
         t0 = time.time()
         produce(bootstrap, s.input_topic, [(i.encode(), message(i, t)) for i, t in zip(ids, texts, strict=True)],
@@ -507,7 +515,7 @@ def scaling_run(cfg: BenchConfig, bootstrap: str, redis_url: str | None, pool: T
         out.wait(ids, max(120.0, 30 * m / 100), f"outputs with {workers} worker(s)")
         t1 = max(out.read_at[i] for i in ids)
         per_worker = [metric(w.metrics(), "fmlc_messages_total", outcome="ok") for w in procs]
-        cpu1 = [w.stats().get("cpu_s", 0.0) for w in procs]
+        cpu1 = [proc_stats(w.pid).get("cpu_s", 0.0) for w in procs]
         res = {"workers": workers, "partitions": p, "partitions_per_worker": shares, "messages": m,
                "seconds_first_send_to_last_output": t1 - t0, "docs_per_s": m / (t1 - t0),
                "messages_per_worker": per_worker, "duplicates": out.duplicates,
@@ -517,7 +525,7 @@ def scaling_run(cfg: BenchConfig, bootstrap: str, redis_url: str | None, pool: T
         return res
     finally:
         for w in procs:
-            w.terminate()
+            w.stop()
         reader.close()
 
 
@@ -527,7 +535,7 @@ def scaling_run(cfg: BenchConfig, bootstrap: str, redis_url: str | None, pool: T
 def services(cfg: BenchConfig, broker_log: str) -> Iterator[tuple[str, int | None, str | None]]:
     """The broker (a Tansu of our own unless `cfg.bootstrap` names one) and Redis (when `cfg.redis`),
     stopped again on the way out: (bootstrap, broker pid or None, Redis URL or None)."""
-    from worker.local_services import redis_url_or_start, start_broker
+    from worker.testkit import redis_url_or_start, start_broker
 
     broker = redis = None
     try:
@@ -809,8 +817,7 @@ def main() -> None:
     args = ap.parse_args()
 
     torch.set_num_threads(1)
-    from bench.common import train_bench_model
-    from bench.streamkit import ccks_texts
+    from bench.common import ccks_texts, train_bench_model
 
     model_dir, _ = train_bench_model(args.model)  # trained once (on ccks2019_fin) and reused
     cfg = BenchConfig(model_dir=model_dir, texts=ccks_texts(), messages=args.messages, batch_size=args.batch_size,

@@ -11,7 +11,7 @@ from model_fixtures import tiny_model_dir, tiny_splits, tiny_training  # noqa: F
 @pytest.fixture(scope="session")
 def kafka_broker() -> Iterator:
     """One Tansu broker (memory-only, free port) for the whole session; tests use their own topics."""
-    from worker.local_services import start_broker
+    from worker.testkit import start_broker
 
     broker = start_broker()
     yield broker
@@ -22,7 +22,7 @@ def kafka_broker() -> Iterator:
 def redis_server() -> Iterator:
     """The Redis at FMLC_TEST_REDIS_URL / 127.0.0.1:6379 when one answers, else one of our own.
     Tests that stop or freeze Redis start their own server instead of touching this one."""
-    from worker.local_services import redis_url_or_start
+    from worker.testkit import redis_url_or_start
 
     server = redis_url_or_start(os.environ.get("FMLC_TEST_REDIS_URL", "redis://127.0.0.1:6379/0"))
     yield server

@@ -1,5 +1,6 @@
-"""A tiny FMLC trained once per test session on synthetic complaints, for every test that needs a
-real model (predictor, worker, deploy). Small dimensions keep it to a few seconds on 2 cores."""
+"""Synthetic splits and a tiny training run for the training tests, and the tiny model of the
+streaming test kit (worker.testkit.tiny_model) for every test that needs a served model (predictor,
+worker, deploy). Small dimensions keep each to seconds on 2 cores."""
 
 from __future__ import annotations
 
@@ -41,5 +42,7 @@ def tiny_training(tiny_splits: dict[str, list[Doc]], tmp_path_factory: pytest.Te
 
 
 @pytest.fixture(scope="session")
-def tiny_model_dir(tiny_training) -> Path:
-    return tiny_training.path
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from worker.testkit import tiny_model
+
+    return tiny_model(tmp_path_factory.mktemp("served") / "tiny-fmlc")

@@ -65,8 +65,8 @@ def test_worker_ab_interleaves_variants_and_passes_their_settings(kafka_broker, 
     from bench.worker_throughput import BenchConfig
     from training.synth import generate
 
-    assert parse_variant("fast:FMLC_BATCH_SIZE=16,FMLC_GIL_SWITCH_INTERVAL_MS=null") == (
-        "fast", {"FMLC_BATCH_SIZE": "16", "FMLC_GIL_SWITCH_INTERVAL_MS": "null"})
+    assert parse_variant("fast:FMLC_BATCH_SIZE=16,FMLC_MAX_IN_FLIGHT=null") == (
+        "fast", {"FMLC_BATCH_SIZE": "16", "FMLC_MAX_IN_FLIGHT": "null"})
     assert parse_variant("plain:") == parse_variant("plain") == ("plain", {})
     for bad in (":FMLC_X=1", "x:BATCH_SIZE=1", "x:FMLC_X"):
         with pytest.raises(SystemExit):

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import math
 import subprocess
-import threading
 import time
 import urllib.parse
 import urllib.request
@@ -26,27 +25,16 @@ import pytest
 import yaml
 from test_deploy import PROM_DIR, alert_rules, dashboard_panels, grafana_to_promql, load_replay, tool
 
+from worker.testkit import ThreadWorker, free_port, redis_url_or_start, start_broker, wait_for
+
 pytestmark = pytest.mark.slow
 
 INPUT, OUTPUT, DLQ = "fmlc.complaints", "fmlc.labels", "fmlc.dead-letter"
 N_GOOD, N_BAD = 120, 6
 
 
-def wait_for(what: str, check: Callable[[], Any], timeout: float, interval: float = 0.2) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(interval)
-
-
 class Prometheus:
     def __init__(self, binary: str, workdir: Path, targets: list[str]) -> None:
-        from worker.local_services import free_port
-
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         config = {
@@ -64,7 +52,7 @@ class Prometheus:
                 [binary, f"--config.file={config_path}", f"--storage.tsdb.path={workdir / 'data'}",
                  f"--web.listen-address=127.0.0.1:{self.port}", "--log.level=warn"],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
-        wait_for("Prometheus to be ready", self._ready, timeout=30)
+        wait_for(self._ready, 30, "Prometheus to be ready", interval=0.2)
 
     def _ready(self) -> bool:
         if self.process.poll() is not None:
@@ -104,27 +92,10 @@ def finite_values(result: list[dict]) -> list[float]:
     return [float(r["value"][1]) for r in result if math.isfinite(float(r["value"][1]))]
 
 
-class RunningWorker:
-    def __init__(self, settings: Any) -> None:
-        from worker.app import WorkerApp
-
-        self.app = WorkerApp(settings).start()
-        self.exit_code: int | None = None
-        self.thread = threading.Thread(target=self._run, name="deploy-live-worker", daemon=True)
-        self.thread.start()
-
-    def _run(self) -> None:
-        self.exit_code = self.app.run()
-
-    def stop(self) -> None:
-        self.app.request_stop()
-        self.thread.join(30)
-
-
 @pytest.fixture(scope="module")
 def stack(worker_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
+
     from fmlc import Predictor
-    from worker.local_services import redis_url_or_start, start_broker
     from worker.settings import WorkerSettings
 
     prometheus_bin = tool("prometheus")
@@ -140,7 +111,7 @@ def stack(worker_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> I
     broker = start_broker(log_path=str(workdir / "broker.log"))
     # None: always a Redis of our own, so no entry cached by an earlier run turns inference into hits.
     redis = redis_url_or_start(None)
-    workers: list[RunningWorker] = []
+    workers: list[ThreadWorker] = []
     prometheus: Prometheus | None = None
     try:
         settings = WorkerSettings(
@@ -150,8 +121,8 @@ def stack(worker_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> I
             max_wait_ms=20, alert_rules=rules, create_topics=True, topic_partitions=4,
             model_poll_interval_s=0, session_timeout_ms=6_000, shutdown_timeout_s=5)
         for _ in range(2):
-            workers.append(RunningWorker(settings))
-        wait_for("both workers to hold partitions", lambda: all(w.app.ready for w in workers), timeout=45)
+            workers.append(ThreadWorker(settings).start())
+        wait_for(lambda: all(w.app.ready for w in workers), 45, "both workers to hold partitions", interval=0.2)
         targets = [f"127.0.0.1:{w.app.metrics_port}" for w in workers]
         prometheus = Prometheus(prometheus_bin, workdir, targets)
         yield {"prometheus": prometheus, "workers": workers, "broker": broker, "targets": targets}
@@ -164,7 +135,7 @@ def stack(worker_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> I
         broker.stop()
 
 
-def processed(workers: list[RunningWorker]) -> float:
+def processed(workers: list[ThreadWorker]) -> float:
     return sum(w.app.metrics.value("fmlc_messages_total", {"outcome": o})
                for w in workers for o in ("ok", "cached", "dead_letter"))
 
@@ -191,10 +162,10 @@ def traffic(stack: dict) -> dict:
     def processed_total(n: int) -> Callable[[], bool]:
         return lambda: processed(workers) >= n
 
-    wait_for("two scrapes of every worker before traffic",
-             lambda: all(v >= 2 for v in finite_values(
+    wait_for(lambda: all(v >= 2 for v in finite_values(
                  prometheus.query('count_over_time(up{job="fmlc-worker"}[1m])'))) and
-             len(prometheus.query('up{job="fmlc-worker"}')) == len(workers), timeout=20)
+             len(prometheus.query('up{job="fmlc-worker"}')) == len(workers),
+             20, "two scrapes of every worker before traffic", interval=0.2)
     producer = KafkaProducer(bootstrap_servers=stack["broker"].bootstrap, acks="all")
     total = 0
     try:
@@ -206,8 +177,8 @@ def traffic(stack: dict) -> dict:
                 producer.send(INPUT, key=f"bad{suffix}-{i}".encode(), value=b"{not json")
             producer.flush()
             total += N_BAD // 2
-            wait_for(f"pass {suffix or 'one'} to be processed", processed_total(total), timeout=60)
-            wait_for("Prometheus to scrape the counts", scraped_total(total), timeout=20)
+            wait_for(processed_total(total), 60, f"pass {suffix or 'one'} to be processed", interval=0.2)
+            wait_for(scraped_total(total), 20, "Prometheus to scrape the counts", interval=0.2)
     finally:
         producer.close()
     # The lag gauges are exported once a second: let them and a few more scrapes catch up.
@@ -260,7 +231,7 @@ def test_alert_rules_evaluate_cleanly(stack: dict, traffic: dict) -> None:
         done = all(r.get("lastEvaluation", "").startswith("20") for r in rules)
         return rules if done and {r["name"] for r in rules} >= names else None
 
-    rules = wait_for("every rule to be evaluated", evaluated, timeout=15)
+    rules = wait_for(evaluated, 15, "every rule to be evaluated", interval=0.2)
     for rule in rules:
         assert rule["health"] == "ok", f"{rule['name']}: {rule.get('lastError')}"
 
@@ -283,6 +254,6 @@ def test_worker_down_is_seen(stack: dict, traffic: dict) -> None:
     victim.stop()
     assert victim.exit_code == 0
     expr = next(r["expr"] for r in alert_rules() if r["alert"] == "FmlcWorkerDown")
-    down = wait_for("the worker-down expression to see the stopped worker",
-                    lambda: prometheus.query(expr), timeout=15)
+    down = wait_for(lambda: prometheus.query(expr), 15, "the worker-down expression to see the stopped worker",
+                    interval=0.2)
     assert [r["metric"]["instance"] for r in down] == [stack["targets"][1]]

@@ -92,23 +92,24 @@ def test_an_int8_worker_serves_through_the_broker_with_its_own_cache_keys(
         kafka_broker, redis_server, tiny_model_dir: Path) -> None:
     import redis
 
-    from bench.streamkit import Reader, ThreadWorker, ensure, message, metric, produce, worker_settings
+    from worker.kafka import ensure_topics
+    from worker.testkit import ThreadWorker, TopicReader, message, metric, produce, wait_for, worker_settings
 
     s = worker_settings(kafka_broker.bootstrap, tiny_model_dir, redis_url=redis_server.url, quantize="int8",
                         batch_size=8)
-    ensure(s)
+    ensure_topics(s)
     texts = ["平台暴力催收，天天打电话", "提现一直不到账", "利息太高"]
     produce(kafka_broker.bootstrap, s.input_topic,
             [(f"q{i}".encode(), message(f"q{i}", t)) for i, t in enumerate(texts)])
-    reader = Reader(kafka_broker.bootstrap, s.output_topic).start()
+    reader = TopicReader(kafka_broker.bootstrap, s.output_topic, committed_only=False).start()
     w = ThreadWorker(s).start()
     try:
         w.wait_ready(60)
-        reader.wait_count(3, 60, "int8 outputs")
+        wait_for(lambda: len(reader.records) >= 3, 60, "int8 outputs")
         assert metric(w.metrics(), "fmlc_model_info", version=w.app.models.current.version, device="cpu",
                       quantize="int8") == 1
     finally:
-        w.terminate()
+        w.stop()
         reader.close()
     keys = redis.Redis.from_url(redis_server.url).keys(f"{s.cache_prefix}:labels:*")
     assert len(keys) == 3 and all(b"+int8:" in k for k in keys), keys

@@ -8,49 +8,47 @@ is the point (SIGTERM drain, SIGKILL and restart).
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import signal
-import subprocess
-import sys
-import threading
 import time
-import urllib.error
-import urllib.request
-import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition
-from prometheus_client.parser import text_string_to_metric_families
 
-from bench.streamkit import committed_and_end, wait_for
 from worker.app import WorkerApp
 from worker.kafka import MissingTopicsError, ensure_topics
-from worker.local_services import Broker, RedisServer, start_redis
 from worker.messages import DeadLetterReason
-from worker.settings import WorkerSettings, env_for
+from worker.settings import WorkerSettings
+from worker.testkit import (
+    Broker,
+    RedisServer,
+    Sampler,
+    ThreadWorker,
+    TopicReader,
+    WorkerProcess,
+    committed_and_end,
+    http_get,
+    ids_in,
+    message,
+    parse_metrics,
+    produce,
+    start_redis,
+    uid,
+    wait_for,
+    worker_settings,
+)
 
-ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
 
 
 # --- helpers -----------------------------------------------------------------------------------------
 
 def settings_for(broker: Broker, redis: RedisServer, model_dir: Path, **overrides: Any) -> WorkerSettings:
-    u = uuid.uuid4().hex[:8]
-    base: dict[str, Any] = dict(
-        bootstrap_servers=broker.bootstrap, input_topic=f"t{u}.in", output_topic=f"t{u}.out",
-        dlq_topic=f"t{u}.dlq", group_id=f"g{u}", transactional_id=f"tx{u}", model_path=model_dir,
-        redis_url=redis.url, cache_prefix=f"test{u}", metrics_host="127.0.0.1", metrics_port=0,
-        create_topics=True, topic_partitions=3, session_timeout_ms=6000, max_poll_interval_ms=10000,
-        batch_size=16, max_wait_ms=20, model_poll_interval_s=0, shutdown_timeout_s=15, cpu_threads=1)
-    base.update(overrides)
-    return WorkerSettings(**base)
+    """The test kit's settings with three partitions and small, quick micro-batches."""
+    base: dict[str, Any] = dict(redis_url=redis.url, topic_partitions=3, batch_size=16, max_wait_ms=20)
+    return worker_settings(broker.bootstrap, model_dir, **(base | overrides))
 
 
 def docs(n: int, seed: int, prefix: str) -> list[tuple[str, str]]:
@@ -59,169 +57,19 @@ def docs(n: int, seed: int, prefix: str) -> list[tuple[str, str]]:
     return [(f"{prefix}-{i:04d}", d["text"]) for i, d in enumerate(generate(n, seed))]
 
 
-def complaint(cid: str, text: str, **extra: Any) -> bytes:
-    return json.dumps({"schema_version": 1, "id": cid, "text": text, **extra}, ensure_ascii=False).encode()
-
-
-def produce(broker: Broker, topic: str, messages: list[tuple[bytes | None, bytes | None]],
-            headers: dict[int, list[tuple[str, bytes]]] | None = None) -> None:
-    producer = KafkaProducer(bootstrap_servers=broker.bootstrap, acks="all")
-    try:
-        for i, (key, value) in enumerate(messages):
-            producer.send(topic, key=key, value=value, headers=(headers or {}).get(i))
-        producer.flush(30)
-    finally:
-        producer.close(5)
-
-
-class TopicReader:
-    """Reads topics from the beginning with manual assignment (no group join, no commits)."""
-
-    def __init__(self, broker: Broker, *topics: str) -> None:
-        self.broker = broker
-        self.consumer = KafkaConsumer(bootstrap_servers=broker.bootstrap, enable_auto_commit=False,
-                                      isolation_level="read_committed", auto_offset_reset="earliest")
-        parts: list[TopicPartition] = []
-        for topic in topics:
-            wait_for(lambda t=topic: bool(self.consumer.partitions_for_topic(t)), 15, f"metadata of {topic}")
-            parts += [TopicPartition(topic, p) for p in sorted(self.consumer.partitions_for_topic(topic))]
-        self.consumer.assign(parts)
-        self.consumer.seek_to_beginning(*parts)
-        self.records: list[Any] = []
-
-    def poll(self) -> list[Any]:
-        for batch in self.consumer.poll(timeout_ms=100).values():
-            self.records.extend(batch)
-        return self.records
-
-    def wait(self, cond: Callable[[list[Any]], bool], timeout: float, what: str) -> list[Any]:
-        wait_for(lambda: cond(self.poll()), timeout, what, interval=0)
-        return self.records
-
-    def drain(self, timeout: float = 30) -> list[Any]:
-        """Everything in the topics now. Read again by a fresh consumer: a fetch this consumer sent
-        earlier can still answer with an old high watermark and make it look caught up."""
-        topics = sorted({tp.topic for tp in self.consumer.assignment()})
-        self.consumer.close()
-        self.consumer = KafkaConsumer(bootstrap_servers=self.broker.bootstrap, enable_auto_commit=False,
-                                      isolation_level="read_committed", auto_offset_reset="earliest")
-        parts = [TopicPartition(t, p) for t in topics for p in sorted(self.consumer.partitions_for_topic(t) or [])]
-        self.consumer.assign(parts)
-        self.consumer.seek_to_beginning(*parts)
-        self.records = []
-        c = self.consumer
-
-        def caught_up() -> bool:
-            self.poll()
-            return all(c.highwater(tp) is not None and c.position(tp) >= c.highwater(tp) for tp in parts)
-
-        wait_for(caught_up, timeout, "the reader to catch up", interval=0)
-        return self.records
-
-    def of(self, topic: str) -> list[Any]:
-        return [r for r in self.records if r.topic == topic]
-
-    def close(self) -> None:
-        self.consumer.close()
-
-
-def ids_in(records: list[Any], topic: str | None = None) -> set[str]:
-    return {r.key.decode() for r in records if topic is None or r.topic == topic}
-
-
-class InProcessWorker:
-    def __init__(self, settings: WorkerSettings) -> None:
-        self.settings = settings
-        self.app = WorkerApp(settings)
-        self.exit_code: int | None = None
-        self._thread: threading.Thread | None = None
-
-    def __enter__(self) -> InProcessWorker:
-        self.app.start()
-
-        def run() -> None:
-            self.exit_code = self.app.run()
-
-        self._thread = threading.Thread(target=run, name="test-worker", daemon=True)
-        self._thread.start()
-        return self
-
-    def wait_ready(self, timeout: float = 30) -> InProcessWorker:
-        wait_for(lambda: self.app.ready, timeout, "worker ready (model loaded, partitions assigned)")
-        return self
-
-    def metric(self, name: str, **labels: str) -> float:
-        return self.app.metrics.value(name, labels)
-
-    def stop(self) -> int | None:
-        self.app.request_stop()
-        assert self._thread is not None
-        self._thread.join(self.settings.shutdown_timeout_s + 10)
-        assert not self._thread.is_alive(), "worker did not stop within its shutdown timeout"
-        return self.exit_code
-
-    def __exit__(self, *exc: object) -> None:
-        if self._thread is not None and self._thread.is_alive():
-            self.stop()
-
-
-class WorkerProcess:
-    def __init__(self, settings: WorkerSettings, log_path: Path) -> None:
-        self.log_path = log_path
-        env = {**os.environ, **env_for(settings, include_secrets=True), "PYTHONUNBUFFERED": "1"}
-        with open(log_path, "ab") as log:
-            self.proc = subprocess.Popen([sys.executable, "-m", "worker"], cwd=ROOT, env=env, stdout=log,
-                                         stderr=subprocess.STDOUT)
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def signal(self, sig: int) -> None:
-        self.proc.send_signal(sig)
-
-    def wait(self, timeout: float) -> int:
-        try:
-            return self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            raise AssertionError(f"worker did not exit within {timeout} s; log:\n{self.log()[-3000:]}") from None
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
-
-
-@contextmanager
-def worker_process(settings: WorkerSettings, log_path: Path) -> Iterator[WorkerProcess]:
-    w = WorkerProcess(settings, log_path)
-    try:
-        yield w
-    finally:
-        w.kill()
-
-
-def scrape(port: int, path: str = "/metrics") -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as resp:
-            return resp.status, resp.read().decode()
-    except urllib.error.HTTPError as err:
-        return err.code, err.read().decode()
-
-
 # --- tests -------------------------------------------------------------------------------------------
 
 def test_every_message_gets_labels_and_the_metrics_count_exactly(
         kafka_broker: Broker, redis_server: RedisServer, worker_model_dir: Path) -> None:
     s = settings_for(kafka_broker, redis_server, worker_model_dir)
     items = docs(60, seed=11, prefix="ok")
-    with InProcessWorker(s) as w:
+    with ThreadWorker(s) as w:
         w.wait_ready()
-        status, _ = scrape(w.app.metrics_port, "/readyz")
+        status, _ = http_get(w.app.metrics_port, "/readyz")
         assert status == 200
-        produce(kafka_broker, s.input_topic, [(cid.encode(), complaint(cid, text, source="app"))
+        produce(kafka_broker.bootstrap, s.input_topic, [(cid.encode(), message(cid, text, source="app"))
                                               for cid, text in items])
-        reader = TopicReader(kafka_broker, s.output_topic)
+        reader = TopicReader(kafka_broker.bootstrap, s.output_topic)
         outs = reader.wait(lambda r: len(r) >= len(items), 60, "60 outputs")
         wait_for(lambda: w.metric("fmlc_messages_total", outcome="ok") == len(items), 10, "ok counter")
         wait_for(lambda: w.metric("fmlc_queue_depth") == 0 and all(
@@ -265,14 +113,13 @@ def test_every_message_gets_labels_and_the_metrics_count_exactly(
             assert w.metric("fmlc_predicted_labels_total", label=label) == count
 
         # … and /metrics serves the same numbers.
-        status, text = scrape(w.app.metrics_port)
+        status, text = http_get(w.app.metrics_port, "/metrics")
         assert status == 200
-        scraped = {(smp.name, tuple(sorted(smp.labels.items()))): smp.value
-                   for fam in text_string_to_metric_families(text) for smp in fam.samples}
+        scraped = parse_metrics(text)
         assert scraped[("fmlc_messages_total", (("outcome", "ok"),))] == n
         assert scraped[("fmlc_messages_consumed_total", ())] == n
         assert scraped[("fmlc_model_info", (("device", "cpu"), ("version", model.version)))] == 1
-        assert scrape(w.app.metrics_port, "/healthz")[0] == 200
+        assert http_get(w.app.metrics_port, "/healthz")[0] == 200
         assert w.stop() == 0
     offsets = committed_and_end(kafka_broker.bootstrap, s.group_id, s.input_topic, timeout=15)
     assert all(committed == end for committed, end in offsets.values()), offsets
@@ -286,23 +133,23 @@ def test_malformed_inputs_become_dead_letters_and_good_ones_are_unharmed(
     s = settings_for(kafka_broker, redis_server, worker_model_dir, max_text_chars=600)
     bad = [(raw, reason) for raw, reason in MALFORMED if reason is not DeadLetterReason.TEXT_TOO_LONG]
     bad += [(None, DeadLetterReason.EMPTY_MESSAGE),
-            (complaint("too-long", "长" * 601), DeadLetterReason.TEXT_TOO_LONG)]
+            (message("too-long", "长" * 601), DeadLetterReason.TEXT_TOO_LONG)]
     good = docs(len(bad) + 1, seed=5, prefix="good")
     messages: list[tuple[bytes | None, bytes | None]] = []
     expected_reason: dict[bytes | None, str] = {}
     for i, (raw, reason) in enumerate(bad):  # good, bad, good, bad, …, good
         cid, text = good[i]
-        messages.append((cid.encode(), complaint(cid, text)))
+        messages.append((cid.encode(), message(cid, text)))
         key = f"bad-{i}".encode()
         messages.append((key, raw))
         expected_reason[key] = reason.value
-    messages.append((good[-1][0].encode(), complaint(*good[-1])))
+    messages.append((good[-1][0].encode(), message(*good[-1])))
     trace = {1: [("trace-id", b"t-1")]}  # the first bad message carries a header that must survive
 
-    with InProcessWorker(s) as w:
+    with ThreadWorker(s) as w:
         w.wait_ready()
-        produce(kafka_broker, s.input_topic, messages, headers=trace)
-        reader = TopicReader(kafka_broker, s.output_topic, s.dlq_topic, s.input_topic)
+        produce(kafka_broker.bootstrap, s.input_topic, messages, headers=trace)
+        reader = TopicReader(kafka_broker.bootstrap, s.output_topic, s.dlq_topic, s.input_topic)
         reader.wait(lambda r: len(ids_in(r, s.output_topic)) >= len(good) and len(
             [x for x in r if x.topic == s.dlq_topic]) >= len(bad), 60, "outputs and dead letters")
         wait_for(lambda: w.metric("fmlc_messages_total", outcome="dead_letter") == len(bad), 10, "dlq counter")
@@ -336,13 +183,13 @@ def test_repeated_texts_are_served_from_the_cache(
     variants = {0: lambda t: "  " + t + "\u3000", 1: lambda t: t.replace("，", ","), 2: lambda t: t + "\n",
                 3: lambda t: " ".join(t.split()), 4: lambda t: "\t" + t}
     again = [(f"again-{i:02d}", variants.get(i, lambda t: t)(text)) for i, (_, text) in enumerate(first)]
-    with InProcessWorker(s) as w:
+    with ThreadWorker(s) as w:
         w.wait_ready()
-        reader = TopicReader(kafka_broker, s.output_topic)
-        produce(kafka_broker, s.input_topic, [(c.encode(), complaint(c, t)) for c, t in first])
+        reader = TopicReader(kafka_broker.bootstrap, s.output_topic)
+        produce(kafka_broker.bootstrap, s.input_topic, [(c.encode(), message(c, t)) for c, t in first])
         reader.wait(lambda r: len(r) >= 20, 60, "first round")
         wait_for(lambda: w.metric("fmlc_messages_total", outcome="ok") == 20, 10, "first round counted")
-        produce(kafka_broker, s.input_topic, [(c.encode(), complaint(c, t)) for c, t in again])
+        produce(kafka_broker.bootstrap, s.input_topic, [(c.encode(), message(c, t)) for c, t in again])
         reader.wait(lambda r: len(r) >= 40, 60, "second round")
         wait_for(lambda: w.metric("fmlc_messages_total", outcome="cached") == 20, 10, "cached counter")
         assert w.stop() == 0
@@ -376,7 +223,7 @@ def test_alerts_go_to_the_rule_topics(kafka_broker: Broker, redis_server: RedisS
                                       tmp_path: Path) -> None:
     items = docs(40, seed=31, prefix="al")
     one, two = _pick_alert_labels(worker_model_dir, [t for _, t in items])
-    u = uuid.uuid4().hex[:6]
+    u = uid()
     topic_one, topic_both, topic_none = f"a{u}.one", f"a{u}.both", f"a{u}.none"
     rules = tmp_path / "rules.yaml"
     rules.write_text(f"""rules:
@@ -394,10 +241,10 @@ def test_alerts_go_to_the_rule_topics(kafka_broker: Broker, redis_server: RedisS
     severity: low
 """, encoding="utf-8")
     s = settings_for(kafka_broker, redis_server, worker_model_dir, alert_rules=rules)
-    with InProcessWorker(s) as w:
+    with ThreadWorker(s) as w:
         w.wait_ready()
-        produce(kafka_broker, s.input_topic, [(c.encode(), complaint(c, t)) for c, t in items])
-        reader = TopicReader(kafka_broker, s.output_topic, topic_one, topic_both, topic_none)
+        produce(kafka_broker.bootstrap, s.input_topic, [(c.encode(), message(c, t)) for c, t in items])
+        reader = TopicReader(kafka_broker.bootstrap, s.output_topic, topic_one, topic_both, topic_none)
         reader.wait(lambda r: len(ids_in(r, s.output_topic)) >= len(items), 60, "outputs")
         outputs = {r.key.decode(): json.loads(r.value) for r in reader.of(s.output_topic)}
         expect_one = {cid for cid, o in outputs.items() if one in {lab["label"] for lab in o["labels"]}}
@@ -425,11 +272,11 @@ def test_exactly_once_commits_outputs_and_offsets_together(
         kafka_broker: Broker, redis_server: RedisServer, worker_model_dir: Path) -> None:
     s = settings_for(kafka_broker, redis_server, worker_model_dir, delivery="exactly_once")
     items = docs(40, seed=41, prefix="eos")
-    messages = [(c.encode(), complaint(c, t)) for c, t in items] + [(b"junk", b"not json")]
-    with InProcessWorker(s) as w:
+    messages = [(c.encode(), message(c, t)) for c, t in items] + [(b"junk", b"not json")]
+    with ThreadWorker(s) as w:
         w.wait_ready()
-        produce(kafka_broker, s.input_topic, messages)
-        reader = TopicReader(kafka_broker, s.output_topic, s.dlq_topic)
+        produce(kafka_broker.bootstrap, s.input_topic, messages)
+        reader = TopicReader(kafka_broker.bootstrap, s.output_topic, s.dlq_topic)
         reader.wait(lambda r: len(r) >= len(messages), 60, "committed outputs")
         wait_for(lambda: w.metric("fmlc_messages_total", outcome="ok") == len(items), 10, "counter")
         assert w.stop() == 0
@@ -446,28 +293,17 @@ def test_backpressure_bounds_in_flight_work_and_loses_nothing(
         kafka_broker: Broker, redis_server: RedisServer, worker_model_dir: Path) -> None:
     s = settings_for(kafka_broker, redis_server, worker_model_dir, max_in_flight=8, batch_size=4)
     items = docs(120, seed=51, prefix="bp")
-    seen_in_flight: list[int] = []
-    seen_paused: list[bool] = []
-    with InProcessWorker(s) as w:
-        stop = threading.Event()
-
-        def sample() -> None:
-            while not stop.is_set():
-                seen_in_flight.append(w.app.tracker.in_flight)
-                seen_paused.append(w.app._paused)
-                time.sleep(0.002)
-
-        sampler = threading.Thread(target=sample, daemon=True)
-        sampler.start()
-        w.wait_ready()
-        produce(kafka_broker, s.input_topic, [(c.encode(), complaint(c, t)) for c, t in items])
-        reader = TopicReader(kafka_broker, s.output_topic)
-        reader.wait(lambda r: len(r) >= len(items), 90, "all outputs")
-        wait_for(lambda: w.metric("fmlc_messages_total", outcome="ok") == len(items), 10, "counter")
-        stop.set()
-        sampler.join()
+    with ThreadWorker(s) as w:
+        with Sampler(lambda: (w.app.tracker.in_flight, w.app.paused)) as sampler:
+            w.wait_ready()
+            produce(kafka_broker.bootstrap, s.input_topic, [(c.encode(), message(c, t)) for c, t in items])
+            reader = TopicReader(kafka_broker.bootstrap, s.output_topic)
+            reader.wait(lambda r: len(r) >= len(items), 90, "all outputs")
+            wait_for(lambda: w.metric("fmlc_messages_total", outcome="ok") == len(items), 10, "counter")
         wait_for(lambda: w.metric("fmlc_consumer_paused") == 0, 5, "resumed")
         assert w.stop() == 0
+    seen_in_flight = [in_flight for in_flight, _ in sampler.values]
+    seen_paused = [paused for _, paused in sampler.values]
     reader.drain()
     reader.close()
     assert ids_in(reader.records) == {c for c, _ in items} and len(reader.records) == len(items)
@@ -483,12 +319,12 @@ def test_model_reload_on_version_change_and_failed_reload_keeps_serving(
     shutil.copytree(worker_model_dir, model_dir)
     s = settings_for(kafka_broker, redis_server, worker_model_dir, model_path=model_dir, model_poll_interval_s=0.3)
     items = docs(30, seed=61, prefix="rl")
-    with InProcessWorker(s) as w:
+    with ThreadWorker(s) as w:
         w.wait_ready()
         assert w.app.model is not None
         old = w.app.model.version
-        reader = TopicReader(kafka_broker, s.output_topic)
-        produce(kafka_broker, s.input_topic, [(c.encode(), complaint(c, t)) for c, t in items[:10]])
+        reader = TopicReader(kafka_broker.bootstrap, s.output_topic)
+        produce(kafka_broker.bootstrap, s.input_topic, [(c.encode(), message(c, t)) for c, t in items[:10]])
         reader.wait(lambda r: len(r) >= 10, 60, "outputs of the first model")
 
         art = load(model_dir)
@@ -497,13 +333,13 @@ def test_model_reload_on_version_change_and_failed_reload_keeps_serving(
         assert new != old
         wait_for(lambda: w.metric("fmlc_model_info", version=new, device="cpu") == 1, 30, "reload")
         assert w.metric("fmlc_model_info", version=old, device="cpu") == 0, "one model_info series at a time"
-        produce(kafka_broker, s.input_topic, [(c.encode(), complaint(c, t)) for c, t in items[10:20]])
+        produce(kafka_broker.bootstrap, s.input_topic, [(c.encode(), message(c, t)) for c, t in items[10:20]])
         reader.wait(lambda r: len(r) >= 20, 60, "outputs of the new model")
 
         # A broken artifact (contents do not match VERSION) is refused; the worker keeps serving.
         (model_dir / "VERSION").write_text("fmlc-broken000000\n")
         wait_for(lambda: w.metric("fmlc_model_reloads_total", result="error") >= 1, 30, "failed reload")
-        produce(kafka_broker, s.input_topic, [(c.encode(), complaint(c, t)) for c, t in items[20:]])
+        produce(kafka_broker.bootstrap, s.input_topic, [(c.encode(), message(c, t)) for c, t in items[20:]])
         reader.wait(lambda r: len(r) >= 30, 60, "outputs after the failed reload")
         assert w.stop() == 0
     reader.close()
@@ -528,12 +364,12 @@ def test_sigterm_drains_in_flight_work_and_commits_it(
     s = settings_for(kafka_broker, redis_server, worker_model_dir, batch_size=8, max_in_flight=100)
     ensure_topics(s)
     items = docs(1000, seed=71, prefix="term")
-    reader = TopicReader(kafka_broker, s.output_topic, s.input_topic)
-    with worker_process(s, tmp_path / "worker.log") as proc:
+    reader = TopicReader(kafka_broker.bootstrap, s.output_topic, s.input_topic)
+    with WorkerProcess(s, tmp_path / "worker.log") as proc:
         wait_for(lambda: "partitions assigned" in proc.log(), 60, "the worker in its group")
         proc.signal(signal.SIGHUP)  # same artifact: a forced reload that changes nothing
         wait_for(lambda: "unchanged" in proc.log(), 30, "the SIGHUP reload")
-        produce(kafka_broker, s.input_topic, [(c.encode(), complaint(c, t)) for c, t in items])
+        produce(kafka_broker.bootstrap, s.input_topic, [(c.encode(), message(c, t)) for c, t in items])
         reader.wait(lambda r: len(ids_in(r, s.output_topic)) >= 24, 60, "the worker under way")
         t0 = time.monotonic()
         proc.signal(signal.SIGTERM)
@@ -559,15 +395,15 @@ def test_sigkill_mid_stream_then_restart_loses_nothing(
     s = settings_for(kafka_broker, redis_server, worker_model_dir, batch_size=8)
     ensure_topics(s)
     items = docs(300, seed=81, prefix="kill")
-    produce(kafka_broker, s.input_topic, [(c.encode(), complaint(c, t)) for c, t in items])
-    reader = TopicReader(kafka_broker, s.output_topic)
-    with worker_process(s, tmp_path / "first.log") as first:
+    produce(kafka_broker.bootstrap, s.input_topic, [(c.encode(), message(c, t)) for c, t in items])
+    reader = TopicReader(kafka_broker.bootstrap, s.output_topic)
+    with WorkerProcess(s, tmp_path / "first.log") as first:
         reader.wait(lambda r: len(r) >= 24, 90, "the first worker under way")
         first.signal(signal.SIGKILL)
         first.wait(10)
     before = len(ids_in(reader.poll()))
     assert before < len(items), "SIGKILL came mid-stream"
-    with worker_process(s, tmp_path / "second.log") as second:
+    with WorkerProcess(s, tmp_path / "second.log") as second:
         reader.wait(lambda r: ids_in(r) >= {c for c, _ in items}, 120, "every input has an output")
         second.signal(signal.SIGTERM)
         assert second.wait(s.shutdown_timeout_s + 5) == 0
@@ -583,22 +419,22 @@ def test_two_workers_split_the_partitions_and_together_lose_nothing(
     ensure_topics(s1)
     early = docs(1200, seed=91, prefix="early")
     late = docs(100, seed=92, prefix="late")
-    reader = TopicReader(kafka_broker, s1.output_topic)
+    reader = TopicReader(kafka_broker.bootstrap, s1.output_topic)
     caplog.set_level("INFO", logger="worker.app")
-    with InProcessWorker(s1) as w1:
+    with ThreadWorker(s1) as w1:
         w1.wait_ready()
         # The first worker is busy with `early` when the second joins: its in-flight records of the
         # revoked partitions are dropped and consumed again by their new owner — duplicates are
         # allowed, losses are not.
-        produce(kafka_broker, s1.input_topic, [(c.encode(), complaint(c, t)) for c, t in early])
+        produce(kafka_broker.bootstrap, s1.input_topic, [(c.encode(), message(c, t)) for c, t in early])
         wait_for(lambda: w1.metric("fmlc_messages_total", outcome="ok") > 0, 30, "the first worker busy")
-        with InProcessWorker(s2) as w2:
+        with ThreadWorker(s2) as w2:
             wait_for(lambda: w1.app.ready and w2.app.ready and len(w1.app.assigned | w2.app.assigned) == 4,
                      45, "both workers holding partitions")
             a1, a2 = w1.app.assigned, w2.app.assigned
             assert a1 and a2 and not (a1 & a2)
             before = (w1.metric("fmlc_messages_total", outcome="ok"), w2.metric("fmlc_messages_total", outcome="ok"))
-            produce(kafka_broker, s1.input_topic, [(c.encode(), complaint(c, t)) for c, t in late])
+            produce(kafka_broker.bootstrap, s1.input_topic, [(c.encode(), message(c, t)) for c, t in late])
             want = {c for c, _ in early + late}
             reader.wait(lambda r: ids_in(r) >= want, 120, "every input has an output")
             wait_for(lambda: w1.metric("fmlc_messages_total", outcome="ok") > before[0]
@@ -619,16 +455,16 @@ def test_a_replica_beyond_the_partition_count_is_a_ready_standby(
     s1 = settings_for(kafka_broker, redis_server, worker_model_dir, topic_partitions=1)
     s2 = s1.model_copy(update={"transactional_id": s1.transactional_id + "-2"})
     ensure_topics(s1)
-    with InProcessWorker(s1) as w1, InProcessWorker(s2) as w2:
+    with ThreadWorker(s1) as w1, ThreadWorker(s2) as w2:
         wait_for(lambda: w1.app.ready and w2.app.ready and len(w1.app.assigned) + len(w2.app.assigned) == 1,
                  45, "both replicas ready, one of them holding the only partition")
         idle = w1 if not w1.app.assigned else w2
-        status, body = scrape(idle.app.metrics_port, "/readyz")
+        status, body = http_get(idle.app.metrics_port, "/readyz")
         detail = json.loads(body)
         assert (status, detail["ok"], detail["assigned_partitions"], detail["joined"]) == (200, True, 0, True), body
         assert idle.metric("fmlc_assigned_partitions") == 0, "the standby shows as idle in the metrics"
         busy = w2 if idle is w1 else w1
-        assert scrape(busy.app.metrics_port, "/readyz")[0] == 200
+        assert http_get(busy.app.metrics_port, "/readyz")[0] == 200
 
 
 def test_redis_outage_costs_no_message(kafka_broker: Broker, worker_model_dir: Path) -> None:
@@ -636,10 +472,10 @@ def test_redis_outage_costs_no_message(kafka_broker: Broker, worker_model_dir: P
     try:
         s = settings_for(kafka_broker, own, worker_model_dir, cache_retry_s=0.5)
         items = docs(60, seed=101, prefix="rd")
-        with InProcessWorker(s) as w:
+        with ThreadWorker(s) as w:
             w.wait_ready()
-            reader = TopicReader(kafka_broker, s.output_topic)
-            produce(kafka_broker, s.input_topic, [(c.encode(), complaint(c, t)) for c, t in items[:20]])
+            reader = TopicReader(kafka_broker.bootstrap, s.output_topic)
+            produce(kafka_broker.bootstrap, s.input_topic, [(c.encode(), message(c, t)) for c, t in items[:20]])
             reader.wait(lambda r: len(r) >= 20, 60, "outputs with Redis up")
 
             assert own.process is not None
@@ -647,13 +483,13 @@ def test_redis_outage_costs_no_message(kafka_broker: Broker, worker_model_dir: P
             repeats = [(f"rep-{c}", t) for c, t in items[:10]]  # would be cache hits if Redis answered
             wave2 = items[20:40] + repeats
             t0 = time.monotonic()
-            produce(kafka_broker, s.input_topic, [(c.encode(), complaint(c, t)) for c, t in wave2])
+            produce(kafka_broker.bootstrap, s.input_topic, [(c.encode(), message(c, t)) for c, t in wave2])
             reader.wait(lambda r: len(r) >= 50, 60, "outputs with Redis frozen")
             frozen_s = time.monotonic() - t0
 
             own.process.send_signal(signal.SIGCONT)
             own.stop()  # and now gone altogether
-            produce(kafka_broker, s.input_topic, [(c.encode(), complaint(c, t)) for c, t in items[40:]])
+            produce(kafka_broker.bootstrap, s.input_topic, [(c.encode(), message(c, t)) for c, t in items[40:]])
             reader.wait(lambda r: len(r) >= 70, 60, "outputs with Redis stopped")
             wait_for(lambda: w.metric("fmlc_messages_total", outcome="ok") == 70, 10, "counter")
             assert w.stop() == 0

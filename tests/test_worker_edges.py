@@ -10,11 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_worker import InProcessWorker, TopicReader, complaint, docs, ids_in, settings_for
+from test_worker import docs, settings_for
 
-from bench.streamkit import wait_for
 from worker.kafka import ensure_topics
-from worker.local_services import Broker, RedisServer
+from worker.testkit import Broker, RedisServer, Sampler, ThreadWorker, TopicReader, ids_in, message, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -58,12 +57,12 @@ def test_every_codec_from_a_librdkafka_producer_is_answered(
         p = confluent_kafka.Producer({"bootstrap.servers": kafka_broker.bootstrap, "compression.type": codec,
                                       "linger.ms": 20, "enable.idempotence": True})
         for cid, text in items[10 * k:10 * (k + 1)]:
-            p.produce(s.input_topic, key=cid.encode(), value=complaint(cid, text),
+            p.produce(s.input_topic, key=cid.encode(), value=message(cid, text),
                       headers=[("codec", codec.encode())])
         assert p.flush(20) == 0
-    with InProcessWorker(s) as w:
+    with ThreadWorker(s) as w:
         w.wait_ready()
-        reader = TopicReader(kafka_broker, s.output_topic)
+        reader = TopicReader(kafka_broker.bootstrap, s.output_topic)
         reader.wait(lambda r: ids_in(r) >= {c for c, _ in items}, 60, "an output for every codec")
         wait_for(lambda: w.metric("fmlc_messages_total", outcome="ok") == len(items), 10, "ok counter")
         assert w.metric("fmlc_poll_errors_total", kind="undecodable") == 0
@@ -111,31 +110,31 @@ def test_records_the_client_cannot_decode_become_dead_letters_and_the_partition_
     bad_offsets: list[int] = []
     try:
         def send_good(i: int) -> None:
-            plain.send(s.input_topic, key=good[i][0].encode(), value=complaint(*good[i])).get(10)
+            plain.send(s.input_topic, key=good[i][0].encode(), value=message(*good[i])).get(10)
 
         send_good(0)
         # A batch whose lz4 frame is garbage (two records in it): the decompressor raises.
         with monkeypatch.context() as m:
             m.setattr(default_records, "lz4_encode", lambda data: b"\x00not an lz4 frame" + data[:16])
-            futures = [lz4.send(s.input_topic, key=b"lz4-%d" % i, value=complaint(f"lz4-{i}", "借款")) for i in (0, 1)]
+            futures = [lz4.send(s.input_topic, key=b"lz4-%d" % i, value=message(f"lz4-{i}", "借款")) for i in (0, 1)]
             lz4.flush(10)
             bad_offsets += [f.get(10).offset for f in futures]
         send_good(1)
-        bad_offsets.append(plain.send(s.input_topic, key=b"hdr", value=complaint("hdr", "借款"),
+        bad_offsets.append(plain.send(s.input_topic, key=b"hdr", value=message("hdr", "借款"),
                                       headers=[(_NotUtf8("x"), b"v")]).get(10).offset)
         # A batch whose CRC does not match its bytes (the broker stores it as it came).
         with monkeypatch.context() as m:
             crc = default_records.calc_crc32c
             m.setattr(default_records, "calc_crc32c", lambda data: (crc(data) + 1) & 0xFFFFFFFF)
-            bad_offsets.append(plain.send(s.input_topic, key=b"crc", value=complaint("crc", "借款")).get(10).offset)
+            bad_offsets.append(plain.send(s.input_topic, key=b"crc", value=message("crc", "借款")).get(10).offset)
         send_good(2)
     finally:
         plain.close(5)
         lz4.close(5)
 
-    with InProcessWorker(s) as w:
+    with ThreadWorker(s) as w:
         w.wait_ready()
-        reader = TopicReader(kafka_broker, s.output_topic, s.dlq_topic)
+        reader = TopicReader(kafka_broker.bootstrap, s.output_topic, s.dlq_topic)
         reader.wait(lambda r: len(ids_in(r, s.output_topic)) >= 3 and len(reader.of(s.dlq_topic)) >= 4, 40,
                     "good messages answered and bad ones dead-lettered")
         wait_for(lambda: w.metric("fmlc_dead_letters_total", reason="undecodable") == 4, 10, "dlq counter")
@@ -151,7 +150,7 @@ def test_records_the_client_cannot_decode_become_dead_letters_and_the_partition_
         h = dict(r.headers)
         assert h["fmlc.dlq.reason"] == b"undecodable" and h["fmlc.dlq.source.topic"] == s.input_topic.encode()
         assert h["fmlc.dlq.source.partition"] == b"0" and h["fmlc.dlq.error"]
-    from bench.streamkit import committed_and_end
+    from worker.testkit import committed_and_end
 
     (committed, end), = committed_and_end(kafka_broker.bootstrap, s.group_id, s.input_topic).values()
     assert committed == end
@@ -169,18 +168,18 @@ def test_a_dead_letter_at_the_broker_limit_is_cut_to_fit_and_the_next_message_is
     headers = [(f"trace-{i}", b"t" * 100_000) for i in range(3)]
     # text_too_long, so it becomes a dead letter; with its key and headers it is at the broker's limit
     text = "长" * ((s.max_message_bytes - 4096 - 300_000 - 1_000) // 3)
-    value = complaint("at-limit", text)
+    value = message("at-limit", text)
     assert s.max_message_bytes - 2_000 < record_size(key, value, headers) <= s.max_message_bytes
     nxt = docs(1, seed=131, prefix="next")[0]
     p = KafkaProducer(bootstrap_servers=kafka_broker.bootstrap, max_request_size=2_000_000, linger_ms=0)
     try:
         at = p.send(s.input_topic, key=key, value=value, headers=headers).get(10).offset
-        p.send(s.input_topic, key=nxt[0].encode(), value=complaint(*nxt)).get(10)
+        p.send(s.input_topic, key=nxt[0].encode(), value=message(*nxt)).get(10)
     finally:
         p.close(5)
-    with InProcessWorker(s) as w:
+    with ThreadWorker(s) as w:
         w.wait_ready()
-        reader = TopicReader(kafka_broker, s.output_topic, s.dlq_topic)
+        reader = TopicReader(kafka_broker.bootstrap, s.output_topic, s.dlq_topic)
         reader.wait(lambda r: ids_in(r, s.output_topic) == {nxt[0]} and len(reader.of(s.dlq_topic)) == 1, 40,
                     "the dead letter and the next message's output")
         assert w.metric("fmlc_delivery_failures_total") == 0
@@ -196,9 +195,6 @@ def test_a_dead_letter_at_the_broker_limit_is_cut_to_fit_and_the_next_message_is
 
 def test_in_flight_work_is_bounded_in_bytes_and_every_big_message_is_answered(
         kafka_broker: Broker, redis_server: RedisServer, worker_model_dir: Path) -> None:
-    import threading
-    import time
-
     from kafka import KafkaProducer
 
     from worker.offsets import record_cost
@@ -209,7 +205,7 @@ def test_in_flight_work_is_bounded_in_bytes_and_every_big_message_is_answered(
     ensure_topics(s)
     meta = {f"k{i}": [i, f"值{i}", {"x": i}] for i in range(7_000)}  # ~300 KB of JSON
     items = docs(24, seed=141, prefix="big")
-    values = [complaint(c, t, meta=meta) for c, t in items]
+    values = [message(c, t, meta=meta) for c, t in items]
     biggest = max(record_cost(c.encode(), v, []) for (c, _), v in zip(items, values, strict=True))
     assert 24 * biggest > 4 * budget, "all of them at once would be far over the budget"
     p = KafkaProducer(bootstrap_servers=kafka_broker.bootstrap, max_request_size=2_000_000, linger_ms=0)
@@ -219,24 +215,13 @@ def test_in_flight_work_is_bounded_in_bytes_and_every_big_message_is_answered(
         p.flush(30)
     finally:
         p.close(5)
-    held: list[int] = []
-    paused: list[bool] = []
-    with InProcessWorker(s) as w:
-        stop = threading.Event()
-
-        def sample() -> None:
-            while not stop.is_set():
-                held.append(w.app.tracker.in_flight_bytes)
-                paused.append(w.app._paused)
-                time.sleep(0.002)
-
-        sampler = threading.Thread(target=sample, daemon=True)
-        sampler.start()
-        reader = TopicReader(kafka_broker, s.output_topic)
-        reader.wait(lambda r: ids_in(r) >= {c for c, _ in items}, 60, "every big message answered")
-        stop.set()
-        sampler.join()
+    with ThreadWorker(s) as w:
+        with Sampler(lambda: (w.app.tracker.in_flight_bytes, w.app.paused)) as sampler:
+            reader = TopicReader(kafka_broker.bootstrap, s.output_topic)
+            reader.wait(lambda r: ids_in(r) >= {c for c, _ in items}, 60, "every big message answered")
         assert w.stop() == 0
+    held = [in_flight_bytes for in_flight_bytes, _ in sampler.values]
+    paused = [p for _, p in sampler.values]
     reader.close()
     # Past the budget by at most what one poll brought before the pause took hold: one batch per
     # partition (each record is its own batch here).
@@ -253,7 +238,7 @@ def test_a_second_live_worker_with_the_same_transactional_id_gets_a_clear_start_
                      instance_id="pod-a", topic_partitions=1)
     assert s.effective_transactional_id() == f"{s.group_id}-pod-a"
     items = docs(2, seed=151, prefix="txid")
-    with InProcessWorker(s) as w:
+    with ThreadWorker(s) as w:
         w.wait_ready()
         twin = WorkerApp(s)
         try:
@@ -262,10 +247,10 @@ def test_a_second_live_worker_with_the_same_transactional_id_gets_a_clear_start_
         finally:
             twin._close()
         # The first worker was not fenced: it still commits transactions.
-        from test_worker import produce
+        from worker.testkit import produce
 
-        produce(kafka_broker, s.input_topic, [(c.encode(), complaint(c, t)) for c, t in items])
-        reader = TopicReader(kafka_broker, s.output_topic)
+        produce(kafka_broker.bootstrap, s.input_topic, [(c.encode(), message(c, t)) for c, t in items])
+        reader = TopicReader(kafka_broker.bootstrap, s.output_topic)
         reader.wait(lambda r: ids_in(r) == {c for c, _ in items}, 30, "outputs of the first worker")
         reader.close()
         assert w.app._fatal is None
@@ -276,7 +261,7 @@ def test_exactly_once_holds_when_a_second_worker_joins_mid_stream(
         kafka_broker: Broker, redis_server: RedisServer, worker_model_dir: Path) -> None:
     from collections import Counter
 
-    from test_worker import produce
+    from worker.testkit import produce
 
     s1 = settings_for(kafka_broker, redis_server, worker_model_dir, delivery="exactly_once", transactional_id=None,
                       instance_id="one", topic_partitions=4, batch_size=8)
@@ -284,19 +269,19 @@ def test_exactly_once_holds_when_a_second_worker_joins_mid_stream(
     ensure_topics(s1)
     early, late = docs(600, seed=161, prefix="eosj"), docs(100, seed=162, prefix="eosl")
     items = early + late
-    with InProcessWorker(s1) as w1:
+    with ThreadWorker(s1) as w1:
         aborted = record_aborted_keys(w1.app.producer, s1.output_topic)
         w1.wait_ready()
-        produce(kafka_broker, s1.input_topic, [(c.encode(), complaint(c, t)) for c, t in early])
+        produce(kafka_broker.bootstrap, s1.input_topic, [(c.encode(), message(c, t)) for c, t in early])
         wait_for(lambda: w1.metric("fmlc_messages_total", outcome="ok") >= 40, 30, "the first worker busy")
-        with InProcessWorker(s2) as w2:
+        with ThreadWorker(s2) as w2:
             aborted2 = record_aborted_keys(w2.app.producer, s1.output_topic)
             # It joins while the first one is delivering: partitions are revoked mid-batch.
             wait_for(lambda: w1.app.ready and w2.app.ready and len(w1.app.assigned | w2.app.assigned) == 4,
                      45, "both workers holding partitions")
             assert w1.app.assigned and w2.app.assigned
-            produce(kafka_broker, s1.input_topic, [(c.encode(), complaint(c, t)) for c, t in late])
-            reader = TopicReader(kafka_broker, s1.output_topic)
+            produce(kafka_broker.bootstrap, s1.input_topic, [(c.encode(), message(c, t)) for c, t in late])
+            reader = TopicReader(kafka_broker.bootstrap, s1.output_topic)
             reader.wait(lambda r: ids_in(r) >= {c for c, _ in items}, 120, "every input has a committed output")
             assert w2.stop() == 0
         assert w1.stop() == 0
@@ -315,15 +300,13 @@ def test_a_batch_whose_partition_changes_hands_during_delivery_never_commits(
     send_offsets_to_transaction and commit_transaction; here the bump is made at exactly that point
     (and the partition comes back, to be read again from its committed offset). The batch must be
     aborted: committed, its outputs would be read twice."""
-    from test_worker import produce
-
-    from worker.pipeline import Rewind
+    from worker.testkit import produce
 
     s = settings_for(kafka_broker, redis_server, worker_model_dir, delivery="exactly_once", topic_partitions=1,
                      batch_size=8)
     items = docs(40, seed=171, prefix="rev")
     fired: list[dict] = []
-    with InProcessWorker(s) as w:
+    with ThreadWorker(s) as w:
         w.wait_ready()
         producer = w.app.producer
         send_offsets = producer.send_offsets_to_transaction
@@ -334,7 +317,7 @@ def test_a_batch_whose_partition_changes_hands_during_delivery_never_commits(
                 fired.append(dict(offsets))
                 tps = frozenset(offsets)
                 w.app.epochs.bump(tps)  # what the listener does on revocation
-                w.app.pipeline.done.put(Rewind(tps))  # assigned back: read again from the commit
+                w.app.pipeline.rewind(tps)  # assigned back: read again from the commit
 
         producer.send_offsets_to_transaction = revoked_during_delivery
         aborted = record_aborted_keys(producer, s.output_topic)
@@ -342,8 +325,8 @@ def test_a_batch_whose_partition_changes_hands_during_delivery_never_commits(
         commit, abort = producer.commit_transaction, producer.abort_transaction
         producer.commit_transaction = lambda: (ends.append("commit"), commit())[1]
         producer.abort_transaction = lambda: (ends.append("abort"), abort())[1]
-        produce(kafka_broker, s.input_topic, [(c.encode(), complaint(c, t)) for c, t in items])
-        reader = TopicReader(kafka_broker, s.output_topic)
+        produce(kafka_broker.bootstrap, s.input_topic, [(c.encode(), message(c, t)) for c, t in items])
+        reader = TopicReader(kafka_broker.bootstrap, s.output_topic)
         reader.wait(lambda r: ids_in(r) >= {c for c, _ in items}, 60, "every input has a committed output")
         assert w.stop() == 0
     outs = reader.drain()  # read_committed

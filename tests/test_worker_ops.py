@@ -223,7 +223,7 @@ def test_an_idle_connection_is_closed_by_the_server() -> None:
 # --- 5. a live worker with secrets planted -----------------------------------------------------------
 
 def _start_redis_with_password(password: str, workdir: Path) -> tuple[subprocess.Popen, int]:
-    from worker.local_services import free_port, redis_answers, redis_binary
+    from worker.testkit import free_port, redis_answers, redis_binary
 
     port = free_port()
     proc = subprocess.Popen([redis_binary(), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
@@ -239,11 +239,10 @@ def _start_redis_with_password(password: str, workdir: Path) -> tuple[subprocess
 @pytest.mark.slow
 def test_a_live_worker_at_debug_level_leaks_no_planted_secret(
         kafka_broker, redis_server, worker_model_dir: Path, tmp_path: Path) -> None:
-    from test_worker import TopicReader, complaint, docs, ids_in, produce, settings_for, worker_process
+    from test_worker import docs, settings_for
 
-    from bench.streamkit import wait_for
     from worker.kafka import ensure_topics
-    from worker.local_services import free_port
+    from worker.testkit import TopicReader, WorkerProcess, free_port, ids_in, message, produce, wait_for
 
     redis_proc, redis_port = _start_redis_with_password(PLANTED, tmp_path)
     try:
@@ -253,15 +252,15 @@ def test_a_live_worker_at_debug_level_leaks_no_planted_secret(
                          log_level="DEBUG", sasl_username="fmlc", sasl_password=PLANTED, ssl_password=PLANTED)
         ensure_topics(s)
         items = docs(30, seed=5, prefix="sec")
-        reader = TopicReader(kafka_broker, s.output_topic, s.dlq_topic)
+        reader = TopicReader(kafka_broker.bootstrap, s.output_topic, s.dlq_topic)
         bodies: list[str] = []
-        with worker_process(s, tmp_path / "worker.log") as proc:
+        with WorkerProcess(s, tmp_path / "worker.log") as proc:
             wait_for(lambda: "partitions assigned" in proc.log(), 60, "the worker in its group")
             # Twice the same texts (the second pass must come from the password-protected cache) and
             # two malformed messages (dead letters carry an error text).
-            produce(kafka_broker, s.input_topic, [(c.encode(), complaint(c, t)) for c, t in items])
+            produce(kafka_broker.bootstrap, s.input_topic, [(c.encode(), message(c, t)) for c, t in items])
             reader.wait(lambda r: len(ids_in(r, s.output_topic)) >= len(items), 60, "first pass")
-            produce(kafka_broker, s.input_topic, [(f"{c}-again".encode(), complaint(f"{c}-again", t))
+            produce(kafka_broker.bootstrap, s.input_topic, [(f"{c}-again".encode(), message(f"{c}-again", t))
                                                   for c, t in items] + [(b"bad", b"{oops"), (b"bad2", b"")])
             reader.wait(lambda r: len(r) >= 2 * len(items) + 2, 60, "second pass and dead letters")
             for path in ("/healthz", "/readyz", "/metrics", "/nothing-here"):
@@ -355,22 +354,22 @@ def test_the_commit_budget_is_well_below_the_liveness_limit() -> None:
 @pytest.mark.slow
 def test_a_stopped_tokenizer_child_turns_healthz_red_and_the_worker_recovers(
         kafka_broker, redis_server, worker_model_dir: Path) -> None:
-    from test_worker import InProcessWorker, TopicReader, complaint, docs, ids_in, produce, settings_for
+    from test_worker import docs, settings_for
 
-    from bench.streamkit import wait_for
+    from worker.testkit import ThreadWorker, TopicReader, ids_in, message, produce, wait_for
 
     # The stall timeout below the tokenizer's own: liveness must see the hang before the worker
     # heals itself (by default it is the other way round: the worker heals first).
-    s = settings_for(kafka_broker, redis_server, worker_model_dir, redis_url="", tokenize_ahead=True,
-                     tokenizer_process=True, stall_timeout_s=2.0, tokenizer_timeout_s=7.0, topic_partitions=1)
+    s = settings_for(kafka_broker, redis_server, worker_model_dir, redis_url="", tokenizer="process",
+                     stall_timeout_s=2.0, tokenizer_timeout_s=7.0, topic_partitions=1)
     items = docs(40, seed=17, prefix="hang")
     stopped: int | None = None
-    with InProcessWorker(s) as w:
+    with ThreadWorker(s) as w:
         w.wait_ready(45)
-        reader = TopicReader(kafka_broker, s.output_topic)
+        reader = TopicReader(kafka_broker.bootstrap, s.output_topic)
         base = f"http://127.0.0.1:{w.app.metrics_port}"
         try:
-            produce(kafka_broker, s.input_topic, [(c.encode(), complaint(c, t)) for c, t in items[:20]])
+            produce(kafka_broker.bootstrap, s.input_topic, [(c.encode(), message(c, t)) for c, t in items[:20]])
             reader.wait(lambda r: len(ids_in(r)) >= 20, 60, "the first 20 answered")
             assert _get(base + "/healthz")[0] == 200
             assert w.app.pipeline is not None and w.app.pipeline.tokenizer is not None
@@ -378,7 +377,7 @@ def test_a_stopped_tokenizer_child_turns_healthz_red_and_the_worker_recovers(
             assert stopped is not None
             os.kill(stopped, signal.SIGSTOP)
             t0 = time.monotonic()
-            produce(kafka_broker, s.input_topic, [(c.encode(), complaint(c, t)) for c, t in items[20:]])
+            produce(kafka_broker.bootstrap, s.input_topic, [(c.encode(), message(c, t)) for c, t in items[20:]])
             seen: list[tuple[int, dict | str]] = []
             wait_for(lambda: seen.append(_get(base + "/healthz")) or seen[-1][0] == 503, s.stall_timeout_s + 4,
                      "/healthz to go red", interval=0.1)
@@ -447,16 +446,6 @@ class _Poison(_Wrapped):
         return self.real.predict_tokens(tokens, batch_size=batch_size)  # type: ignore[attr-defined]
 
 
-def _bare_pipeline(**settings: object):
-    from worker.pipeline import Pipeline
-    from worker.progress import StageProgress
-
-    pipe = Pipeline.__new__(Pipeline)  # only the model stage's methods are exercised
-    pipe.s = WorkerSettings(**settings)
-    pipe.metrics = WorkerMetrics()
-    pipe.progress = StageProgress()
-    pipe._stop = threading.Event()
-    return pipe
 
 
 def test_out_of_memory_is_recognised_wherever_predict_raises_it() -> None:
@@ -483,27 +472,31 @@ def test_out_of_memory_on_a_single_text_is_retried_after_a_pause_and_not_dead_le
 
     real = Predictor.load(worker_model_dir, device="cpu")
     texts = ["平台暴力催收，天天打电话骚扰家人", "提现一直不到账"]
-    pipe = _bare_pipeline(batch_size=8, stall_timeout_s=30)
+    from worker.pipeline import predict_isolating, retry_after_oom
+
+    metrics, stop = WorkerMetrics(), threading.Event()
     # A batch of two: the first call fails (split), then each single text once more (retried).
     flaky = _MemoryPressure(real, failures=3)
     model = ServedModel(predictor=flaky, version=real.version, device="cpu", labels=tuple(real.labels))  # type: ignore[arg-type]
     t0 = time.monotonic()
-    results = pipe._predict(model, real.tokenize(texts))
+    # a batch of 8; a third of a 30 s stall timeout for retrying a single text, as the pipeline gives
+    results = predict_isolating(model, real.tokenize(texts), 8, metrics,
+                                lambda m, t: retry_after_oom(m, t, 10.0, stop, metrics))
     took = time.monotonic() - t0
     assert all(isinstance(r, Prediction) for r in results), results
     assert [r.names for r in results] == [p.names for p in real.predict(texts)]
-    assert pipe.metrics.value("fmlc_oom_total") == 3
+    assert metrics.value("fmlc_oom_total") == 3
     assert took >= 0.5 + 1.0, "each retry of a single text waits first (0.5 s, then 1 s)"
 
 
 def test_two_poison_texts_in_one_batch_are_dead_letters_not_a_crash_loop(
         kafka_broker, redis_server, worker_model_dir: Path) -> None:
-    from test_worker import InProcessWorker, TopicReader, complaint, docs, produce, settings_for
+    from test_worker import docs, settings_for
 
-    from bench.streamkit import committed_and_end
     from fmlc import Predictor
     from worker.app import WorkerApp
     from worker.model import ServedModel
+    from worker.testkit import ThreadWorker, TopicReader, committed_and_end, message, produce
 
     real = Predictor.load(worker_model_dir, device="cpu")
     poison = _Poison(real)
@@ -513,15 +506,15 @@ def test_two_poison_texts_in_one_batch_are_dead_letters_not_a_crash_loop(
     good = docs(6, seed=23, prefix="good")
     bad = [("bad-1", "poison 这条投诉让模型出错"), ("bad-2", "又一条 poison 文本")]
     reader: TopicReader | None = None
-    w = InProcessWorker(s)
-    w.app = WorkerApp(s, model=served)
+    w = ThreadWorker(s, WorkerApp(s, model=served))
     with w:
         w.wait_ready(45)
-        reader = TopicReader(kafka_broker, s.output_topic, s.dlq_topic)
+        reader = TopicReader(kafka_broker.bootstrap, s.output_topic, s.dlq_topic)
         # The two poison texts alone first: a batch in which every text fails.
-        produce(kafka_broker, s.input_topic, [(c.encode(), complaint(c, t)) for c, t in bad])
+        produce(kafka_broker.bootstrap, s.input_topic, [(c.encode(), message(c, t)) for c, t in bad])
         reader.wait(lambda r: len(r) >= 2, 60, "two dead letters")
-        produce(kafka_broker, s.input_topic, [(c.encode(), complaint(c, t)) for c, t in good[:3] + bad + good[3:]])
+        produce(kafka_broker.bootstrap, s.input_topic,
+                [(c.encode(), message(c, t)) for c, t in good[:3] + bad + good[3:]])
         reader.wait(lambda r: len(r) >= 2 + len(good) + 2, 60, "the mixed batch")
         assert w.app._fatal is None and w.app._live()[0], "the worker goes on"
         assert w.metric("fmlc_dead_letters_total", reason="model_error") == 4
@@ -572,12 +565,12 @@ def test_the_worker_registry_has_process_metrics() -> None:
 @pytest.mark.slow
 def test_lag_is_fresh_while_paused_and_rebalances_drops_redis_and_acks_are_counted(
         kafka_broker, redis_server, worker_model_dir: Path) -> None:
-    from test_worker import InProcessWorker, TopicReader, complaint, docs, ids_in, produce, settings_for
+    from test_worker import docs, settings_for
 
-    from bench.streamkit import committed_and_end, wait_for
     from fmlc import Predictor
     from worker.app import WorkerApp
     from worker.model import ServedModel
+    from worker.testkit import ThreadWorker, TopicReader, committed_and_end, ids_in, message, produce, wait_for
 
     real = Predictor.load(worker_model_dir, device="cpu")
     gated = _Gated(real)
@@ -586,10 +579,9 @@ def test_lag_is_fresh_while_paused_and_rebalances_drops_redis_and_acks_are_count
     s = settings_for(kafka_broker, redis_server, worker_model_dir, topic_partitions=2, batch_size=8,
                      max_in_flight=8, sort_window=1, max_wait_ms=50)
     items = docs(160, seed=29, prefix="lag")
-    a, b = InProcessWorker(s), InProcessWorker(s)
-    a.app, b.app = WorkerApp(s, model=served), WorkerApp(s, model=served)
+    a, b = ThreadWorker(s, WorkerApp(s, model=served)), ThreadWorker(s, WorkerApp(s, model=served))
 
-    def lag(w: InProcessWorker) -> float:
+    def lag(w: ThreadWorker) -> float:
         return sum(w.metric("fmlc_consumer_lag", topic=s.input_topic, partition=str(p)) for p in range(2))
 
     def broker_lag() -> int:
@@ -598,12 +590,12 @@ def test_lag_is_fresh_while_paused_and_rebalances_drops_redis_and_acks_are_count
 
     with a:
         a.wait_ready(45)
-        reader = TopicReader(kafka_broker, s.output_topic)
-        produce(kafka_broker, s.input_topic, [(c.encode(), complaint(c, t)) for c, t in items[:40]])
+        reader = TopicReader(kafka_broker.bootstrap, s.output_topic)
+        produce(kafka_broker.bootstrap, s.input_topic, [(c.encode(), message(c, t)) for c, t in items[:40]])
         wait_for(lambda: a.metric("fmlc_consumer_paused") == 1, 30, "back-pressure to pause the partitions")
         # Nothing is committed while the gate is shut: the lag is every record produced.
         wait_for(lambda: lag(a) == 40, 10, "the lag of the first 40")
-        produce(kafka_broker, s.input_topic, [(c.encode(), complaint(c, t)) for c, t in items[40:140]])
+        produce(kafka_broker.bootstrap, s.input_topic, [(c.encode(), message(c, t)) for c, t in items[40:140]])
         # Paused partitions are not fetched: the gauge must still see the 100 new records.
         wait_for(lambda: lag(a) == 140, 10, "the lag gauge to see records produced while paused")
         assert a.metric("fmlc_consumer_paused") == 1
@@ -611,7 +603,7 @@ def test_lag_is_fresh_while_paused_and_rebalances_drops_redis_and_acks_are_count
         with b:
             b.wait_ready(45)  # A gave up a partition while its model stage held a batch of it
             gated.gate.set()
-            produce(kafka_broker, s.input_topic, [(c.encode(), complaint(c, t)) for c, t in items[140:]])
+            produce(kafka_broker.bootstrap, s.input_topic, [(c.encode(), message(c, t)) for c, t in items[140:]])
             reader.wait(lambda r: len(ids_in(r)) >= len(items), 120, "every message answered")
             wait_for(lambda: a.metric("fmlc_consumer_lag", topic=s.input_topic, partition="0")
                      + a.metric("fmlc_consumer_lag", topic=s.input_topic, partition="1")

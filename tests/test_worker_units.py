@@ -307,7 +307,7 @@ def test_offset_tracker_commits_only_contiguous_acknowledged_offsets() -> None:
 
 def test_cache_round_trip_normalised_key_and_outage_backoff() -> None:
     from worker.cache import LabelCache
-    from worker.local_services import start_redis
+    from worker.testkit import start_redis
 
     server = start_redis()
     metrics = WorkerMetrics()
@@ -357,19 +357,18 @@ class _OomPredictor:
 
 def test_out_of_memory_splits_the_batch_and_counts() -> None:
     from worker.model import ServedModel
-    from worker.pipeline import Pipeline
+    from worker.pipeline import predict_isolating, retry_after_oom
 
     metrics = WorkerMetrics()
-    from worker.progress import StageProgress
+    stop = threading.Event()
 
-    pipe = Pipeline.__new__(Pipeline)  # only _predict is exercised: no Kafka objects needed
-    pipe.s = WorkerSettings(batch_size=8, stall_timeout_s=3.0)
-    pipe.metrics = metrics
-    pipe.progress = StageProgress()
-    pipe._stop = threading.Event()
+    def predict(model: ServedModel, tokens: list[list[str]]) -> list:
+        # a batch of 8 and a third of a 3 s stall timeout for retrying a single text, as the pipeline gives
+        return predict_isolating(model, tokens, 8, metrics, lambda m, t: retry_after_oom(m, t, 1.0, stop, metrics))
+
     fake = _OomPredictor(limit=2)
     model = ServedModel(predictor=fake, version="v", device="cuda:0", labels=("暴力催收",))  # type: ignore[arg-type]
-    results = pipe._predict(model, [[f"w{i}"] for i in range(7)])
+    results = predict(model, [[f"w{i}"] for i in range(7)])
     assert [r.labels[0].evidence for r in results] == [[f"w{i}"] for i in range(7)], "order is kept"
     assert metrics.value("fmlc_oom_total") == 3  # 7 → 3+4, 3 → 1+2, 4 → 2+2
     assert sum(n for n in fake.calls if n <= 2) == 7, "every text predicted once, in batches that fit"
@@ -379,12 +378,12 @@ def test_out_of_memory_splits_the_batch_and_counts() -> None:
 
     one = _OomPredictor(limit=0)
     with pytest.raises(FatalError, match="out of memory"):
-        pipe._predict(ServedModel(one, "v", "cuda:0", ()), [["x"]])  # type: ignore[arg-type]
+        predict(ServedModel(one, "v", "cuda:0", ()), [["x"]])  # type: ignore[arg-type]
     assert len(one.calls) >= 2, "retried after a pause"
 
 
 def test_local_services_start_and_stop() -> None:
-    from worker.local_services import redis_answers, redis_url_or_start
+    from worker.testkit import redis_answers, redis_url_or_start
 
     own = redis_url_or_start("redis://127.0.0.1:1/0")  # nothing listens on port 1
     try:
@@ -452,16 +451,16 @@ def test_tokenizer_process_matches_the_models_tokenizer_and_survives_its_child()
     assert proc._proc is None
 
 
-def test_gil_switch_interval_setting_defaults_to_the_interpreter(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_tokenizer_setting_is_one_choice_and_defaults_to_auto(monkeypatch: pytest.MonkeyPatch) -> None:
     from pydantic import ValidationError
 
     from worker.settings import WorkerSettings
 
-    assert WorkerSettings().gil_switch_interval_ms is None
-    monkeypatch.setenv("FMLC_GIL_SWITCH_INTERVAL_MS", "0.05")
-    assert WorkerSettings().gil_switch_interval_ms == 0.05
-    monkeypatch.setenv("FMLC_GIL_SWITCH_INTERVAL_MS", "0")
-    with pytest.raises(ValidationError, match="gil_switch_interval_ms"):
+    assert WorkerSettings().tokenizer == "auto"
+    monkeypatch.setenv("FMLC_TOKENIZER", "inline")
+    assert WorkerSettings().tokenizer == "inline"
+    monkeypatch.setenv("FMLC_TOKENIZER", "thread")
+    with pytest.raises(ValidationError, match="tokenizer"):
         WorkerSettings()
 
 
@@ -533,3 +532,87 @@ def test_transactional_id_is_group_plus_instance_and_the_consumer_carries_it(
     assert load_settings(group_id="g").effective_transactional_id() == f"g-{socket.gethostname()}"
     assert load_settings(group_id="g", transactional_id="tx").effective_transactional_id() == "tx"
     assert consumer_client_id(load_settings(group_id="g")) == "fmlc-worker", "unchanged without transactions"
+
+
+# --- rendering and the model call, as plain functions ---------------------------------------------------
+
+def test_render_result_gives_the_output_then_one_alert_per_rule_that_fired() -> None:
+    from datetime import datetime, timezone
+
+    from worker.messages import Classified, Timings, render_result, to_bytes
+
+    labels = [LabelOut(label="暴力催收", score=0.91, evidence=["催收"]), LabelOut(label="提现困难", score=0.4)]
+    processed = datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
+    result = Classified(id="c-1", labels=labels, model_version="fmlc-v1", cached=False, source="app",
+                        processed_at=processed, timings=Timings(queue_ms=1.0, total_ms=2.0))
+    rules = AlertRules([AlertRule(name="collection", label="暴力催收", topic="alerts.collection", severity="high"),
+                        AlertRule(name="both", all_of=("暴力催收", "提现困难"), topic="alerts.both",
+                                  severity="critical"),
+                        AlertRule(name="unmatched", label="其他", topic="alerts.none", severity="low")])
+
+    out = render_result(result, "labels", rules.evaluate(labels))
+    assert out[0] == ("labels", b"c-1", to_bytes(result), [])
+    assert [(topic, key, headers) for topic, key, _, headers in out[1:]] == [
+        ("alerts.collection", b"c-1", [("fmlc.alert.severity", b"high")]),
+        ("alerts.both", b"c-1", [("fmlc.alert.severity", b"critical")])]
+    first, both = (json.loads(value) for _, _, value, _ in out[1:])
+    assert first["rule"] == "collection" and [lab["label"] for lab in first["labels"]] == ["暴力催收"]
+    assert {lab["label"] for lab in both["labels"]} == {"暴力催收", "提现困难"}
+    assert first["fired_at"] == json.loads(to_bytes(result))["processed_at"], "fired when it was processed"
+    assert first["model_version"] == "fmlc-v1" and first["source"] == "app" and first["id"] == "c-1"
+    assert render_result(result, "labels") == out[:1], "no rule fired: the output alone"
+
+
+def test_render_dead_letter_keeps_the_original_and_says_why() -> None:
+    from worker.messages import render_dead_letter
+
+    source = dict(topic="in", partition=2, offset=41, timestamp=1_700_000_000_000, key=b"k",
+                  value=b"{not json", headers=[("trace-id", b"t-1")])
+    topic, key, value, headers = render_dead_letter(
+        **source, invalid=InvalidMessage(DeadLetterReason.NOT_JSON, "line 1"), dlq_topic="dlq", max_bytes=100_000)
+    h = dict(headers)
+    assert (topic, key, value) == ("dlq", b"k", b"{not json")
+    assert h["trace-id"] == b"t-1" and h["fmlc.dlq.reason"] == b"not_json" and h["fmlc.dlq.error"] == b"line 1"
+    assert (h["fmlc.dlq.source.topic"], h["fmlc.dlq.source.partition"], h["fmlc.dlq.source.offset"]) == (
+        b"in", b"2", b"41")
+    # No result and no known reason: a processing error.
+    _, _, _, headers = render_dead_letter(**source, invalid=None, dlq_topic="dlq", max_bytes=100_000)
+    assert dict(headers)["fmlc.dlq.reason"] == b"processing_error" and dict(headers)["fmlc.dlq.error"] == b"no result"
+
+
+class _PoisonPredictor:
+    """Raises, like a model bug on odd input would, on any batch holding a text 'poison'."""
+
+    def __init__(self) -> None:
+        self.calls: list[int] = []
+
+    def predict_tokens(self, tokens: list[list[str]], batch_size: int | None = None) -> list:
+        from fmlc import LabelScore, Prediction
+
+        self.calls.append(len(tokens))
+        if ["poison"] in tokens:
+            raise IndexError("index out of range in self")
+        return [Prediction([LabelScore("暴力催收", 0.9, [t[0]])]) for t in tokens]
+
+
+def test_predict_isolating_fails_a_poison_text_alone_without_counting_oom() -> None:
+    from fmlc import Prediction
+    from worker.model import ServedModel
+    from worker.pipeline import predict_isolating
+
+    metrics = WorkerMetrics()
+    splits: list[int] = []
+
+    def never(model: ServedModel, tokens: list[list[str]]) -> Prediction | BaseException:
+        raise AssertionError("no out-of-memory here: nothing to retry")
+
+    fake = _PoisonPredictor()
+    model = ServedModel(predictor=fake, version="v", device="cpu", labels=("暴力催收",))  # type: ignore[arg-type]
+    tokens = [["a"], ["b"], ["poison"], ["c"], ["d"]]
+    results = predict_isolating(model, tokens, 8, metrics, never, on_split=lambda: splits.append(1))
+    assert [type(r).__name__ for r in results] == ["Prediction", "Prediction", "IndexError", "Prediction",
+                                                    "Prediction"], "one result per text, in order"
+    assert [r.labels[0].evidence for r in results if isinstance(r, Prediction)] == [["a"], ["b"], ["c"], ["d"]]
+    assert splits and metrics.value("fmlc_oom_total") == 0
+    assert predict_isolating(model, [["a"], ["b"]], 8, metrics, never) and fake.calls[-1] == 2, \
+        "one call when all is well"

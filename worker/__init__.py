@@ -1,7 +1,7 @@
 """FMLC streaming worker: Kafka in, labels / alerts / dead letters out (see worker.app).
 
-Importing the package stays cheap (no torch, no Kafka client): `worker.local_services` is used by
-demos and benches that never start a worker. The heavy parts load on first use.
+Importing the package stays cheap (no torch, no Kafka client): `worker.testkit` starts brokers and
+Redis for demos, tests and benches that may never start a worker. The heavy parts load on first use.
 """
 
 from __future__ import annotations

@@ -1,14 +1,21 @@
 """The worker application: builds the parts, runs the consume loop, commits, drains, stops.
 
-The consume loop is the only thread that polls, pauses, seeks and commits (KafkaConsumer is not
-thread-safe). It hands records to the pipeline (worker.pipeline), keeps at most `max_in_flight`
-unacknowledged records — pausing its partitions beyond that while it goes on polling, so the group
-never sees it as dead — and commits the acknowledged prefix of each partition.
+The consume loop (the thread that calls `run`) polls, pauses, seeks and commits. It hands records to
+the pipeline (worker.pipeline), keeps at most `max_in_flight` unacknowledged records — pausing its
+partitions beyond that while it goes on polling, so the group never sees it as dead — and commits
+the acknowledged prefix of each partition.
 
-Rebalances (kafka-python calls the listener on its IO thread, during poll): in-flight work of the
-revoked partitions is invalidated, the delivery stage gets a moment to finish the batch it is
-already sending, what is acknowledged is committed, and the rest is dropped — it will be consumed
-again by whoever owns the partition next.
+The rebalance listener (`_Rebalance`) is the exception: kafka-python 3 runs the group protocol on
+the consumer's own IO thread (`kafka-io-<client id>`), and the listener runs there too, while the
+consume loop waits inside `poll()` (or `close()`) for that work to finish. So the commit before
+partitions are given up, the seek of kept partitions back to dropped records and the pause of newly
+assigned partitions while paused or draining happen on the IO thread — never at the same moment as
+a consumer call of the consume loop. What both threads touch (tracker, epochs, assignment) is
+guarded by the epochs lock.
+
+On a rebalance, in-flight work of the revoked partitions is invalidated, the delivery stage gets a
+moment to finish the batch it is already sending, what is acknowledged is committed, and the rest
+is dropped — it will be consumed again by whoever owns the partition next.
 """
 
 from __future__ import annotations
@@ -16,9 +23,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import queue
 import signal
-import sys
 import threading
 import time
 from collections import defaultdict
@@ -200,6 +205,11 @@ class WorkerApp:
     def ready(self) -> bool:
         return self._ready()[0]
 
+    @property
+    def paused(self) -> bool:
+        """Whether fetching is paused for back-pressure."""
+        return self._paused
+
     # --- the consume loop ---------------------------------------------------------------------------
     def _poll(self) -> None:
         room = self.s.in_flight_limit - self.tracker.in_flight
@@ -221,7 +231,7 @@ class WorkerApp:
                 for r in batch:
                     headers = list(r.headers or [])
                     self.tracker.add(tp, r.offset, record_cost(r.key, r.value, headers))
-                    self.pipeline.jobs.put(Job(
+                    self.pipeline.submit(Job(
                         tp=tp, offset=r.offset, epoch=epoch, arrived=now,
                         timestamp_ms=r.timestamp if r.timestamp and r.timestamp > 0 else None,
                         key=r.key, value=r.value, headers=headers, group_md=self._group_md))
@@ -279,10 +289,10 @@ class WorkerApp:
         assert self.pipeline is not None
         with self.epochs.lock:
             self.tracker.add(tp, offset, record_cost(None, None, None))
-            self.pipeline.jobs.put(Job(tp=tp, offset=offset, epoch=self.epochs.current(tp), arrived=time.monotonic(),
-                                       timestamp_ms=None, key=None, value=None, headers=[],
-                                       invalid=InvalidMessage(DeadLetterReason.UNDECODABLE, detail),
-                                       group_md=self._group_md))
+            self.pipeline.submit(Job(tp=tp, offset=offset, epoch=self.epochs.current(tp), arrived=time.monotonic(),
+                                     timestamp_ms=None, key=None, value=None, headers=[],
+                                     invalid=InvalidMessage(DeadLetterReason.UNDECODABLE, detail),
+                                     group_md=self._group_md))
         self.consumer.seek(tp, offset + 1)
         self.metrics.consumed.inc()
         self.metrics.queue_depth.set(self.tracker.in_flight)
@@ -301,9 +311,8 @@ class WorkerApp:
     def _apply_one_done(self) -> Completion | Rewind | None:
         """Take one pipeline result and apply it; the caller holds the epochs lock."""
         assert self.pipeline is not None
-        try:
-            item = self.pipeline.done.get_nowait()
-        except queue.Empty:
+        item = self.pipeline.take_done()
+        if item is None:
             return None
         if isinstance(item, Completion):
             by_tp: dict[TopicPartition, list[int]] = defaultdict(list)
@@ -482,7 +491,7 @@ class WorkerApp:
             self._assigned -= revoked
             if rewinds - revoked:
                 # Only possible with cooperative assignment: partitions we keep still need their rewind.
-                self.pipeline.done.put(Rewind(frozenset(rewinds - revoked)))
+                self.pipeline.rewind(frozenset(rewinds - revoked))
         self.metrics.assigned_partitions.set(len(self._assigned))
         self.metrics.queue_depth.set(self.tracker.in_flight)
         self.metrics.rebalances.labels(kind="revoked").inc()
@@ -674,8 +683,6 @@ def run_worker(settings: WorkerSettings) -> int:
         logging.getLogger("kafka").setLevel(logging.WARNING)
     install_secret_filter(settings.secret_values())
     log.info("settings: %s", settings.redacted())
-    if settings.gil_switch_interval_ms is not None:
-        sys.setswitchinterval(settings.gil_switch_interval_ms / 1000)
     app = WorkerApp(settings)
     stops = 0
 

@@ -7,15 +7,15 @@ a few thousand complaints streamed through it, with a live view and a summary at
 
 from __future__ import annotations
 
+import contextlib
 import json
-import subprocess
-import sys
 import threading
 import time
 import uuid
 from collections import Counter, deque
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from rich.console import Console, Group
@@ -24,7 +24,18 @@ from rich.markup import escape
 from rich.panel import Panel
 from rich.table import Table
 
-from worker.local_services import redis_url_or_start, start_broker
+from worker.testkit import (
+    ThreadWorker,
+    TopicReader,
+    fmlc_command,
+    make_producer,
+    message,
+    redis_url_or_start,
+    start_broker,
+)
+
+if TYPE_CHECKING:
+    from worker.settings import WorkerSettings
 
 REPO = Path(__file__).resolve().parents[1]
 console = Console()
@@ -49,9 +60,7 @@ class DemoConfig:
 
 
 def _fmlc(*args: str) -> None:
-    cmd = [sys.executable, "-m", "fmlc.cli", *args]
-    console.print(f"[dim]$ fmlc {' '.join(args)}[/]")
-    subprocess.run(cmd, check=True)
+    fmlc_command(*args, echo=lambda line: console.print(f"[dim]{escape(line)}[/]"))
 
 
 def ensure_model(cfg: DemoConfig) -> Path:
@@ -90,7 +99,7 @@ def stream_messages(cfg: DemoConfig) -> list[tuple[str | None, bytes]]:
 
 
 def _msg(mid: str, text: str) -> bytes:
-    return json.dumps({"schema_version": 1, "id": mid, "text": text, "source": "demo"}, ensure_ascii=False).encode()
+    return message(mid, text, source="demo")
 
 
 @dataclass
@@ -107,6 +116,7 @@ class Tally:
     texts: dict[str, str] = field(default_factory=dict)
     first_sent: float = 0.0
     last_out: float = 0.0
+    seen: int = 0  # records read from the output, dead-letter and alert topics
 
 
 def _view(t: Tally, total: int, metrics_url: str) -> Group:
@@ -128,17 +138,14 @@ def _view(t: Tally, total: int, metrics_url: str) -> Group:
 
 
 def run_demo(cfg: DemoConfig) -> int:
-    from kafka import KafkaConsumer, KafkaProducer, TopicPartition
-
     from worker.alerts import AlertRules
-    from worker.app import WorkerApp
     from worker.kafka import ensure_topics
     from worker.settings import WorkerSettings
 
     cfg.workdir.mkdir(parents=True, exist_ok=True)
     model = ensure_model(cfg)
     messages = stream_messages(cfg)
-    broker = redis = app = thread = None
+    broker = redis = worker = None
     try:
         console.print("[bold]starting[/] Kafka-protocol broker (Tansu) and Redis…")
         broker = start_broker(log_path=str(cfg.workdir / "broker.log"))
@@ -153,34 +160,27 @@ def run_demo(cfg: DemoConfig) -> int:
             cache_prefix=f"fmlc-demo-{uuid.uuid4().hex[:8]}", cache_ttl_s=3600)
         alert_topics = AlertRules.load(settings.alert_rules).topics
         ensure_topics(settings, alert_topics)
-        app = WorkerApp(settings).start()
-        thread = threading.Thread(target=app.run, name="worker", daemon=True)
-        thread.start()
-        metrics_url = f"http://127.0.0.1:{app.metrics_port}/metrics"
-        consumer = KafkaConsumer(bootstrap_servers=broker.bootstrap, enable_auto_commit=False,
-                                 auto_offset_reset="earliest", consumer_timeout_ms=200)
-        topics = [settings.output_topic, settings.dlq_topic, *alert_topics]
-        consumer.assign([TopicPartition(tp, p) for tp in topics for p in consumer.partitions_for_topic(tp) or {0}])
-        deadline = time.time() + 60
-        while not app.ready and time.time() < deadline:
-            time.sleep(0.2)
-        tally = _stream(cfg, messages, broker.bootstrap, settings.input_topic, consumer, settings, metrics_url,
-                        KafkaProducer)
-        consumer.close()
+        worker = ThreadWorker(settings).start()
+        metrics_url = f"http://127.0.0.1:{worker.port}/metrics"
+        reader = TopicReader(broker.bootstrap, settings.output_topic, settings.dlq_topic, *alert_topics,
+                             committed_only=False, keep=False)
+        with contextlib.suppress(TimeoutError):  # not ready in a minute: the stream shows why
+            worker.wait_ready(60)
+        tally = _stream(cfg, messages, broker.bootstrap, settings, reader, metrics_url)
+        reader.close()
         _summary(tally, len(messages), metrics_url)
         if cfg.serve:
             console.print(f"worker still serving; metrics at {metrics_url}. Ctrl-C to stop.")
-            while thread.is_alive():
+            while worker.alive():
                 time.sleep(0.5)
         return 0
     except KeyboardInterrupt:
         console.print("[yellow]interrupted[/]: shutting down")
         return 130
     finally:
-        if app is not None:
-            app.request_stop()
-        if thread is not None:
-            thread.join(timeout=30)
+        if worker is not None:
+            with contextlib.suppress(RuntimeError):
+                worker.stop(30)
         if broker is not None:
             broker.stop()
         if redis is not None and redis.owned:
@@ -188,10 +188,10 @@ def run_demo(cfg: DemoConfig) -> int:
         console.print("[dim]worker, broker and Redis stopped[/]")
 
 
-def _stream(cfg: DemoConfig, messages: list[tuple[str | None, bytes]], bootstrap: str, topic: str, consumer,
-            settings, metrics_url: str, producer_cls) -> Tally:
+def _stream(cfg: DemoConfig, messages: list[tuple[str | None, bytes]], bootstrap: str, settings: WorkerSettings,
+            reader: TopicReader, metrics_url: str) -> Tally:
     tally = Tally()
-    producer = producer_cls(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
+    producer = make_producer(bootstrap)
     total = len(messages)
 
     def produce() -> None:
@@ -200,22 +200,21 @@ def _stream(cfg: DemoConfig, messages: list[tuple[str | None, bytes]], bootstrap
             if mid is not None:
                 tally.sent_at[mid] = time.time()
                 tally.texts[mid] = json.loads(value)["text"][:60]
-            producer.send(topic, key=mid.encode() if mid else None, value=value)
+            producer.send(settings.input_topic, key=mid.encode() if mid else None, value=value)
             if cfg.rate:
                 time.sleep(1.0 / cfg.rate)
         producer.flush()
 
+    reader.on_record = lambda record, now: _take(record, now, tally, settings)
     sender = threading.Thread(target=produce, daemon=True)
     sender.start()
     idle_since = time.time()
     with Live(_view(tally, total, metrics_url), console=console, refresh_per_second=4,
               transient=not cfg.live) as live:
         while tally.outputs + sum(tally.dead.values()) < total:
-            got = False
-            for record in consumer:
-                got = True
-                _take(record, tally, settings)
-            if got:
+            before = tally.seen
+            reader.poll(200)
+            if tally.seen > before:
                 idle_since = time.time()
                 live.update(_view(tally, total, metrics_url))
             elif time.time() - idle_since > 60:
@@ -225,8 +224,8 @@ def _stream(cfg: DemoConfig, messages: list[tuple[str | None, bytes]], bootstrap
     return tally
 
 
-def _take(record, tally: Tally, settings) -> None:
-    now = time.time()
+def _take(record: Any, now: float, tally: Tally, settings: WorkerSettings) -> None:
+    tally.seen += 1
     if record.topic == settings.output_topic:
         out = json.loads(record.value)
         tally.outputs += 1

@@ -12,9 +12,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from enum import Enum
-from typing import Any, Final, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError, field_validator
+
+if TYPE_CHECKING:
+    from worker.alerts import Firing
 
 SCHEMA_VERSION: Final = 1
 SUPPORTED_INPUT_VERSIONS = frozenset({1})
@@ -167,6 +170,25 @@ def to_bytes(model: BaseModel) -> bytes:
     return model.model_dump_json().encode("utf-8")
 
 
+# (topic, key, value, headers) of one message to produce
+Outgoing = tuple[str, "bytes | None", "bytes | None", list[tuple[str, bytes]]]
+ALERT_SEVERITY_HEADER = "fmlc.alert.severity"
+
+
+def render_result(result: Classified, output_topic: str, firings: Sequence[Firing] = ()) -> list[Outgoing]:
+    """The messages a classified complaint becomes: its output, keyed by complaint id, then one alert
+    per rule that fired (worker.alerts.AlertRules.evaluate), fired at the time it was processed."""
+    key = result.id.encode("utf-8")
+    out: list[Outgoing] = [(output_topic, key, to_bytes(result), [])]
+    for firing in firings:
+        rule = firing.rule
+        alert = Alert(id=result.id, rule=rule.name, severity=rule.severity, labels=firing.labels,
+                      model_version=result.model_version, source=result.source, created_at=result.created_at,
+                      fired_at=result.processed_at)
+        out.append((rule.topic, key, to_bytes(alert), [(ALERT_SEVERITY_HEADER, rule.severity.encode())]))
+    return out
+
+
 def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
@@ -247,7 +269,20 @@ def dead_letter(*, topic: str, partition: int, offset: int, timestamp: int | Non
     return DeadLetter(key=key, value=value, headers=kept + ours)
 
 
+def render_dead_letter(*, topic: str, partition: int, offset: int, timestamp: int | None, key: bytes | None,
+                       value: bytes | None, headers: Sequence[tuple[str, bytes | None]] | None,
+                       invalid: InvalidMessage | None, dlq_topic: str, max_bytes: int) -> Outgoing:
+    """The dead-letter message of a consumed record the worker could not classify: `invalid` says
+    why; None (no result for another reason) is a processing error."""
+    reason = invalid.reason if invalid is not None else DeadLetterReason.PROCESSING_ERROR
+    detail = invalid.detail if invalid is not None else "no result"
+    dl = dead_letter(topic=topic, partition=partition, offset=offset, timestamp=timestamp, key=key, value=value,
+                     headers=headers, reason=reason, error=detail, max_bytes=max_bytes)
+    return (dlq_topic, dl.key, dl.value, dl.headers)
+
+
 __all__ = [
-    "Alert", "Classified", "Complaint", "DeadLetter", "DeadLetterReason", "InvalidMessage", "LabelOut",
-    "SCHEMA_VERSION", "Severity", "Timings", "dead_letter", "parse_complaint", "record_size", "to_bytes", "utcnow",
+    "ALERT_SEVERITY_HEADER", "Alert", "Classified", "Complaint", "DeadLetter", "DeadLetterReason", "InvalidMessage",
+    "LabelOut", "Outgoing", "SCHEMA_VERSION", "Severity", "Timings", "dead_letter", "parse_complaint", "record_size",
+    "render_dead_letter", "render_result", "to_bytes", "utcnow",
 ]

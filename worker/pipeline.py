@@ -32,16 +32,16 @@ from worker.alerts import AlertRules
 from worker.batching import MicroBatcher
 from worker.cache import LabelCache
 from worker.messages import (
-    Alert,
     Classified,
     Complaint,
     DeadLetterReason,
     InvalidMessage,
     LabelOut,
+    Outgoing,
     Timings,
-    dead_letter,
     parse_complaint,
-    to_bytes,
+    render_dead_letter,
+    render_result,
     utcnow,
 )
 from worker.metrics import WorkerMetrics
@@ -113,10 +113,6 @@ def merge_waiting(first: Work, waiting: queue.Queue[Work], max_jobs: int) -> tup
     return merged, left_over
 
 
-# (topic, key, value, headers) of one message to produce
-Outgoing = tuple[str, "bytes | None", "bytes | None", list[tuple[str, bytes]]]
-
-
 @dataclass(frozen=True)
 class Completion:
     """A delivered batch: these offsets may be committed (their epoch still has to match)."""
@@ -157,21 +153,22 @@ class Pipeline:
         self.epochs = epochs
         self._group_metadata = group_metadata
         self._on_fatal = on_fatal
-        self.jobs: queue.Queue[Job] = queue.Queue()  # bounded by the consume loop's in-flight limit
-        self.done: queue.Queue[Completion | Rewind] = queue.Queue()
+        self._jobs: queue.Queue[Job] = queue.Queue()  # bounded by the consume loop's in-flight limit
+        self._done: queue.Queue[Completion | Rewind] = queue.Queue()
         # Room for one sort window of prepared micro-batches, so the model always has a full one to merge.
         self._to_infer: queue.Queue[Work] = queue.Queue(maxsize=settings.sort_window)
         self._to_deliver: queue.Queue[Work] = queue.Queue(maxsize=2)
         self._carry: Work | None = None  # taken by merge_waiting but not merged: the model stage's next
-        self._batcher = MicroBatcher(self.jobs, settings.batch_size, settings.max_wait_ms / 1000,
+        self._batcher = MicroBatcher(self._jobs, settings.batch_size, settings.max_wait_ms / 1000,
                                      arrival=lambda j: j.arrived)
-        ahead = settings.tokenize_ahead
-        self.tokenize_ahead = (models.current.device.startswith("cuda") or usable_cpus() > 1) if ahead is None \
-            else ahead
+        mode = settings.tokenizer
+        if mode == "auto":
+            mode = "process" if models.current.device.startswith("cuda") or usable_cpus() > 1 else "inline"
+        self.tokenize_ahead = mode == "process"
         # What each stage is doing, for /healthz and fmlc_stage_stall_seconds.
         self.progress = StageProgress()
         self.tokenizer = TokenizerProcess(settings.tokenizer_timeout_s, on_restart=self._tokenizer_restarted) \
-            if self.tokenize_ahead and settings.tokenizer_process is not False else None
+            if self.tokenize_ahead else None
         self._stop = threading.Event()
         self.hurry = threading.Event()  # set while draining: batches go out without waiting
         self._deliver_busy = False
@@ -207,6 +204,22 @@ class Pipeline:
                 log.exception("pipeline stage %s died", threading.current_thread().name)
                 self._on_fatal(exc)
         return run
+
+    # --- what crosses to and from the consume loop ----------------------------------------------------
+    def submit(self, job: Job) -> None:
+        """A consumed record, in consumption order; the consume loop bounds how many are in flight."""
+        self._jobs.put(job)
+
+    def rewind(self, partitions: frozenset[TopicPartition]) -> None:
+        """Ask the consume loop to re-consume `partitions` from their commit position."""
+        self._done.put(Rewind(partitions))
+
+    def take_done(self) -> Completion | Rewind | None:
+        """The next delivered batch or rewind request for the consume loop, without waiting."""
+        try:
+            return self._done.get_nowait()
+        except queue.Empty:
+            return None
 
     def wait_deliver_idle(self, timeout: float) -> bool:
         """Used by the rebalance listener after bumping epochs: a batch already past its epoch check
@@ -348,55 +361,12 @@ class Pipeline:
             self._put(self._to_deliver, work)
 
     def _predict(self, model: ServedModel, tokens: list[list[str]]) -> list[Prediction | BaseException]:
-        """Predict; on out-of-memory (or any error) split the batch in halves and retry, down to
-        single texts, so one oversized batch or one poisonous text fails alone. A single text that
-        runs out of memory is not poison: it is retried after a pause (see _retry_after_oom)."""
-        try:
-            return list(model.predictor.predict_tokens(tokens, batch_size=self.s.batch_size))
-        except Exception as exc:
-            if is_out_of_memory(exc):
-                self.metrics.oom.inc()
-                if len(tokens) == 1:
-                    return [self._retry_after_oom(model, tokens)]
-                log.warning("out of memory on %s for %d texts; splitting", model.device, len(tokens))
-            elif len(tokens) == 1:
-                return [exc]
-            else:
-                log.warning("inference failed for a batch of %d (%s); splitting to isolate", len(tokens),
-                            type(exc).__name__)
-        self.progress.beat("infer")  # a split is progress: the halves are smaller calls
-        mid = len(tokens) // 2
-        return self._predict(model, tokens[:mid]) + self._predict(model, tokens[mid:])
+        def retry(m: ServedModel, single: list[list[str]]) -> Prediction | BaseException:
+            return retry_after_oom(m, single, self.s.stall_timeout_s / 3, self._stop, self.metrics)
 
-    def _retry_after_oom(self, model: ServedModel, tokens: list[list[str]]) -> Prediction | BaseException:
-        """One text ran out of memory: the memory is taken by something else (a larger batch just
-        freed, another process on the device), not by this text, which is at most max_len tokens. Wait
-        and retry, with pauses doubling up to 8 s, for up to a third of the stall timeout (10 s by
-        default). If memory does not come back the worker stops with an error (exit 1) rather than
-        dead-letter a valid message: the batch is not committed and is processed again after the
-        restart. The retries are not progress, so /healthz goes red meanwhile only if the budget is
-        raised past the stall timeout."""
-        budget_s = self.s.stall_timeout_s / 3
-        deadline = time.monotonic() + budget_s
-        pause = OOM_FIRST_PAUSE_S
-        attempts = 0
-        while True:
-            if time.monotonic() + pause > deadline:
-                raise FatalError(f"out of memory on {model.device} for a single text, {attempts + 1} times in "
-                                 f"{budget_s:.0f} s; stopping (the message is not dead-lettered)")
-            log.warning("out of memory on %s for a single text; retrying in %.1f s", model.device, pause)
-            if self._stop.wait(pause):
-                raise _Stopping
-            if model.device.startswith("cuda"):
-                torch_cuda_empty_cache()
-            attempts += 1
-            try:
-                return model.predictor.predict_tokens(tokens, batch_size=1)[0]
-            except Exception as exc:
-                if not is_out_of_memory(exc):
-                    return exc  # an error of this text's own: a model error, dead-lettered
-                self.metrics.oom.inc()
-            pause = min(pause * 2, OOM_MAX_PAUSE_S)
+        # A split is progress: the halves are smaller calls.
+        return predict_isolating(model, tokens, self.s.batch_size, self.metrics, retry,
+                                 on_split=lambda: self.progress.beat("infer"))
 
     def _model_answers(self, model: ServedModel) -> bool:
         """Does the model still classify the probe text? (Tells a broken model from poison input.)"""
@@ -441,15 +411,12 @@ class Pipeline:
         fired: list[tuple[str, str]] = []
         for job in jobs:
             if job.invalid is not None or job.complaint is None or job.labels is None:
-                reason = job.invalid.reason if job.invalid else DeadLetterReason.PROCESSING_ERROR
-                detail = job.invalid.detail if job.invalid else "no result"
-                dl = dead_letter(topic=job.tp.topic, partition=job.tp.partition, offset=job.offset,
-                                 timestamp=job.timestamp_ms, key=job.key, value=job.value, headers=job.headers,
-                                 reason=reason, error=detail, max_bytes=self._dead_letter_limit)
-                out.append((self.s.dlq_topic, dl.key, dl.value, dl.headers))
+                out.append(render_dead_letter(
+                    topic=job.tp.topic, partition=job.tp.partition, offset=job.offset, timestamp=job.timestamp_ms,
+                    key=job.key, value=job.value, headers=job.headers, invalid=job.invalid, dlq_topic=self.s.dlq_topic,
+                    max_bytes=self._dead_letter_limit))
                 continue
             c = job.complaint
-            key = c.id.encode("utf-8")
             result = Classified(
                 id=c.id, labels=job.labels, model_version=work.model.version, cached=job.cached,
                 source=c.source, created_at=c.created_at, processed_at=wall,
@@ -458,14 +425,9 @@ class Pipeline:
                                 tokenize_ms=0.0 if job.cached else round(work.tokenize_s * 1000, 3),
                                 inference_ms=0.0 if job.cached else round(work.inference_s * 1000, 3),
                                 total_ms=round((now - job.arrived) * 1000, 3)))
-            out.append((self.s.output_topic, key, to_bytes(result), []))
-            for firing in self.alerts.evaluate(job.labels):
-                alert = Alert(id=c.id, rule=firing.rule.name, severity=firing.rule.severity,
-                              labels=firing.labels, model_version=work.model.version, source=c.source,
-                              created_at=c.created_at, fired_at=wall)
-                out.append((firing.rule.topic, key, to_bytes(alert),
-                            [("fmlc.alert.severity", firing.rule.severity.encode())]))
-                fired.append((firing.rule.topic, firing.rule.severity))
+            firings = self.alerts.evaluate(job.labels)
+            out += render_result(result, self.s.output_topic, firings)
+            fired += [(f.rule.topic, f.rule.severity) for f in firings]
         return out, fired
 
     def _deliver(self, work: Work, jobs: list[Job]) -> bool:
@@ -536,7 +498,7 @@ class Pipeline:
         # Later batches of these partitions are already in the queues; they must not be delivered
         # (and, in exactly-once mode, must not commit offsets past the failed batch).
         self.epochs.bump(tps)
-        self.done.put(Rewind(tps))
+        self.rewind(tps)
 
     def _acknowledged(self, work: Work, jobs: list[Job], fired: list[tuple[str, str]]) -> None:
         m = self.metrics
@@ -558,10 +520,68 @@ class Pipeline:
         for topic, severity in fired:
             m.alerts.labels(topic=topic, severity=severity).inc()
         m.last_processed.set(now_wall)
-        self.done.put(Completion([(j.tp, j.offset, j.epoch) for j in jobs]))
+        self._done.put(Completion([(j.tp, j.offset, j.epoch) for j in jobs]))
         if self.cache is not None and fresh:
             # After the acks: a crash between produce and cache store costs a recomputation only.
             self.cache.put_many(fresh)
+
+
+def predict_isolating(model: ServedModel, tokens: list[list[str]], batch_size: int, metrics: WorkerMetrics,
+                      retry_oom: Callable[[ServedModel, list[list[str]]], Prediction | BaseException],
+                      on_split: Callable[[], None] = lambda: None) -> list[Prediction | BaseException]:
+    """The model call: one result per text, in order, a Prediction or the error of that text alone.
+
+    On out-of-memory (or any error) the batch is split in halves and each is tried again, down to
+    single texts, so one oversized batch or one poisonous text fails alone. A single text that runs
+    out of memory is not poison: `retry_oom` decides what becomes of it (see retry_after_oom)."""
+    try:
+        return list(model.predictor.predict_tokens(tokens, batch_size=batch_size))
+    except Exception as exc:
+        if is_out_of_memory(exc):
+            metrics.oom.inc()
+            if len(tokens) == 1:
+                return [retry_oom(model, tokens)]
+            log.warning("out of memory on %s for %d texts; splitting", model.device, len(tokens))
+        elif len(tokens) == 1:
+            return [exc]
+        else:
+            log.warning("inference failed for a batch of %d (%s); splitting to isolate", len(tokens),
+                        type(exc).__name__)
+    on_split()
+    mid = len(tokens) // 2
+    return (predict_isolating(model, tokens[:mid], batch_size, metrics, retry_oom, on_split)
+            + predict_isolating(model, tokens[mid:], batch_size, metrics, retry_oom, on_split))
+
+
+def retry_after_oom(model: ServedModel, tokens: list[list[str]], budget_s: float, stop: threading.Event,
+                    metrics: WorkerMetrics) -> Prediction | BaseException:
+    """One text ran out of memory: the memory is taken by something else (a larger batch just freed,
+    another process on the device), not by this text, which is at most max_len tokens. Wait and
+    retry, with pauses doubling up to 8 s, for up to `budget_s` (the pipeline gives a third of the
+    stall timeout, 10 s by default). If memory does not come back: FatalError, and the worker stops
+    with an error (exit 1) rather than dead-letter a valid message: the batch is not committed and is
+    processed again after the restart. The retries are not progress, so /healthz goes red meanwhile
+    only if the budget is raised past the stall timeout. `stop` set while waiting: _Stopping."""
+    deadline = time.monotonic() + budget_s
+    pause = OOM_FIRST_PAUSE_S
+    attempts = 0
+    while True:
+        if time.monotonic() + pause > deadline:
+            raise FatalError(f"out of memory on {model.device} for a single text, {attempts + 1} times in "
+                             f"{budget_s:.0f} s; stopping (the message is not dead-lettered)")
+        log.warning("out of memory on %s for a single text; retrying in %.1f s", model.device, pause)
+        if stop.wait(pause):
+            raise _Stopping
+        if model.device.startswith("cuda"):
+            torch_cuda_empty_cache()
+        attempts += 1
+        try:
+            return model.predictor.predict_tokens(tokens, batch_size=1)[0]
+        except Exception as exc:
+            if not is_out_of_memory(exc):
+                return exc  # an error of this text's own: a model error, dead-lettered
+            metrics.oom.inc()
+        pause = min(pause * 2, OOM_MAX_PAUSE_S)
 
 
 def torch_cuda_empty_cache() -> None:
@@ -570,4 +590,5 @@ def torch_cuda_empty_cache() -> None:
     torch.cuda.empty_cache()
 
 
-__all__ = ["Completion", "FatalError", "Job", "Pipeline", "Rewind", "Work", "merge_waiting"]
+__all__ = ["Completion", "FatalError", "Job", "Pipeline", "Rewind", "Work", "merge_waiting", "predict_isolating",
+           "retry_after_oom"]

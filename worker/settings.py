@@ -124,19 +124,11 @@ class WorkerSettings(BaseSettings):
     # fetch is cut to a quarter of it, so large messages cannot add up to an out-of-memory kill.
     max_in_flight_bytes: int = Field(64 * 1024 * 1024, ge=1024 * 1024)
     max_text_chars: int = Field(5_000, ge=1)
-    # Tokenise the next micro-batch in its own thread while the model runs (torch ops release the
-    # GIL). None: on, unless this process may use only one CPU, where the two would just take turns.
-    tokenize_ahead: bool | None = None
-    # ... and do it in a child process: jieba is pure Python and, in a thread, takes the GIL from the
-    # model thread between torch ops. None: on whenever tokenize_ahead is.
-    tokenizer_process: bool | None = None
-    # How long a thread that wants the GIL waits before asking the running one to drop it (CPython:
-    # 5 ms). Beside a thread running Python flat out, inference was 5.3x slower per document at 5 ms
-    # and 1.2x at 0.05 ms; beside one busy 15% of the time, not slower at either (`python -m bench.worker_costs`).
-    # The worker keeps such work out of its process (jieba runs in a child), and end to end 0.05 ms
-    # changed nothing measurable (`bench/results/worker_ab.md`), so the default stays the interpreter's.
-    # A knob for hosts where the other threads' share is larger. null: the interpreter's default.
-    gil_switch_interval_ms: float | None = Field(None, gt=0)
+    # Where jieba runs. "process": in a child process, tokenising the next micro-batches while the
+    # model runs (jieba is pure Python; in a thread it would take the GIL from the model thread, see
+    # docs/decisions/0001). "inline": in the model stage, taking turns with the model. "auto":
+    # "process" on a GPU or where this process may use more than one CPU, else "inline".
+    tokenizer: Literal["auto", "process", "inline"] = "auto"
     model_poll_interval_s: float = Field(30.0, ge=0)  # 0 turns polling off (SIGHUP still reloads)
 
     # --- cache ---------------------------------------------------------------------------------------
