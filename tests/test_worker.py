@@ -107,7 +107,7 @@ def test_every_message_gets_labels_and_the_metrics_count_exactly(
         assert w.metric("fmlc_end_to_end_seconds_count") == n
         assert w.metric("fmlc_cache_requests_total", result="miss") == n
         assert w.metric("fmlc_assigned_partitions") == 3
-        assert w.metric("fmlc_model_info", version=model.version, device="cpu") == 1
+        assert w.metric("fmlc_model_info", version=model.version, device="cpu", quantize="none") == 1
         assert time.time() - w.metric("fmlc_last_processed_timestamp_seconds") < 60
         for label, count in labels_seen.items():
             assert w.metric("fmlc_predicted_labels_total", label=label) == count
@@ -118,7 +118,7 @@ def test_every_message_gets_labels_and_the_metrics_count_exactly(
         scraped = parse_metrics(text)
         assert scraped[("fmlc_messages_total", (("outcome", "ok"),))] == n
         assert scraped[("fmlc_messages_consumed_total", ())] == n
-        assert scraped[("fmlc_model_info", (("device", "cpu"), ("version", model.version)))] == 1
+        assert scraped[("fmlc_model_info", (("device", "cpu"), ("quantize", "none"), ("version", model.version)))] == 1
         assert http_get(w.app.metrics_port, "/healthz")[0] == 200
         assert w.stop() == 0
     offsets = committed_and_end(kafka_broker.bootstrap, s.group_id, s.input_topic, timeout=15)
@@ -331,8 +331,9 @@ def test_model_reload_on_version_change_and_failed_reload_keeps_serving(
         art.thresholds = art.thresholds * 0.9  # a retrained model, as far as the version is concerned
         new = save(art, model_dir)
         assert new != old
-        wait_for(lambda: w.metric("fmlc_model_info", version=new, device="cpu") == 1, 30, "reload")
-        assert w.metric("fmlc_model_info", version=old, device="cpu") == 0, "one model_info series at a time"
+        wait_for(lambda: w.metric("fmlc_model_info", version=new, device="cpu", quantize="none") == 1, 30, "reload")
+        assert w.metric("fmlc_model_info", version=old, device="cpu", quantize="none") == 0, \
+            "one model_info series at a time"
         produce(kafka_broker.bootstrap, s.input_topic, [(c.encode(), message(c, t)) for c, t in items[10:20]])
         reader.wait(lambda r: len(r) >= 20, 60, "outputs of the new model")
 
