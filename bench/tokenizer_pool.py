@@ -94,8 +94,7 @@ def main() -> None:
     args = ap.parse_args()
     import json
 
-    from bench.common import RESULTS
-    from bench.streamkit import ccks_texts
+    from bench.common import RESULTS, ccks_texts
     from worker.model import usable_cpus
 
     texts = ccks_texts()[: args.texts]
