@@ -72,3 +72,45 @@ def test_the_pool_bench_helpers() -> None:
                "load_before": (1.0, 1.0, 1.0), "load_after": (2.0, 1.0, 1.0), "sixteen_cores": {"GPU x": f}}
     md = "\n".join(bt.markdown(payload))
     assert "| 2 | 3000 | 1500 | 1.50x |" in md and "| GPU x | 60000 | 20.00 | no (ceiling 45000 texts/s) |" in md
+
+
+def test_a_worker_with_two_tokenizer_processes_answers_every_message_as_the_model_does(
+        kafka_broker, worker_model_dir) -> None:
+    import json
+
+    from bench.streamkit import Reader, ThreadWorker, ensure, message, produce, worker_settings
+    from fmlc import Predictor
+
+    s = worker_settings(kafka_broker.bootstrap, worker_model_dir, tokenizer_processes=2, tokenize_ahead=True,
+                        batch_size=32, max_wait_ms=20)
+    ensure(s)
+    batch = texts(150)
+    produce(kafka_broker.bootstrap, s.input_topic,
+            [(f"p{i}".encode(), message(f"p{i}", t)) for i, t in enumerate(batch)], partitions=2)
+    reader = Reader(kafka_broker.bootstrap, s.output_topic, s.dlq_topic).start()
+    w = ThreadWorker(s).start()
+    try:
+        w.wait_ready(60)
+        pool = w.app.pipeline.tokenizer  # type: ignore[union-attr]
+        assert pool is not None and pool.size == 2 and None not in pool.pids, "both children up after the warm-up"
+        reader.wait_count(len(batch), 90, "outputs")
+    finally:
+        w.terminate()
+        reader.close()
+    records, _ = reader.snapshot()
+    got = {json.loads(r.value)["id"]: [lab["label"] for lab in json.loads(r.value)["labels"]] for r in records
+           if r.topic == s.output_topic}
+    expected = Predictor.load(worker_model_dir, device="cpu").predict(batch)
+    assert got == {f"p{i}": p.names for i, p in enumerate(expected)}, "every text answered with its own tokens"
+
+
+def test_the_number_of_tokenizer_processes_follows_the_device_unless_set() -> None:
+    from worker.model import default_tokenizer_processes, usable_cpus
+    from worker.settings import SettingsError, load_settings
+
+    assert default_tokenizer_processes("cpu") == 1, "on the CPU the model needs the cores"
+    assert default_tokenizer_processes("cuda:0") == max(1, usable_cpus() - 1)
+    assert load_settings().tokenizer_processes is None
+    assert load_settings(tokenizer_processes="3").tokenizer_processes == 3
+    with pytest.raises(SettingsError, match="FMLC_TOKENIZER_PROCESSES"):
+        load_settings(tokenizer_processes=0)

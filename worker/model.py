@@ -56,6 +56,14 @@ def default_cpu_threads() -> int:
     return max(1, usable_cpus() - 1)
 
 
+def default_tokenizer_processes(device: str) -> int:
+    """On the CPU one: a jieba process tokenises several thousand texts/s per core, well above the CPU
+    model's few hundred (bench/results/tokenizer_pool.md), and every other core is the model's. On an
+    accelerator the model is fast and jieba becomes the limit: every usable CPU but one (left to the
+    worker's own threads)."""
+    return max(1, usable_cpus() - 1) if device.startswith("cuda") else 1
+
+
 def load_model(path: Path, device: str | None, threads: int | None, quantize: str = "none") -> ServedModel:
     if threads is None and not (device or "auto").startswith("cuda"):
         threads = default_cpu_threads()
@@ -142,4 +150,5 @@ class ModelWatcher:
         return True
 
 
-__all__ = ["PROBE_TEXT", "ModelWatcher", "ServedModel", "is_out_of_memory", "load_model"]
+__all__ = ["PROBE_TEXT", "ModelWatcher", "ServedModel", "default_tokenizer_processes", "is_out_of_memory",
+           "load_model"]

@@ -45,11 +45,18 @@ from worker.messages import (
     utcnow,
 )
 from worker.metrics import WorkerMetrics
-from worker.model import PROBE_TEXT, ModelWatcher, ServedModel, is_out_of_memory, usable_cpus
+from worker.model import (
+    PROBE_TEXT,
+    ModelWatcher,
+    ServedModel,
+    default_tokenizer_processes,
+    is_out_of_memory,
+    usable_cpus,
+)
 from worker.offsets import Epochs
 from worker.progress import StageProgress
 from worker.settings import WorkerSettings
-from worker.tokenizing import TokenizerProcess
+from worker.tokenizing import TokenizerPool
 
 log = logging.getLogger(__name__)
 
@@ -167,7 +174,8 @@ class Pipeline:
         self.tokenize_ahead = mode == "process"
         # What each stage is doing, for /healthz and fmlc_stage_stall_seconds.
         self.progress = StageProgress()
-        self.tokenizer = TokenizerProcess(settings.tokenizer_timeout_s, on_restart=self._tokenizer_restarted) \
+        processes = settings.tokenizer_processes or default_tokenizer_processes(models.current.device)
+        self.tokenizer = TokenizerPool(processes, settings.tokenizer_timeout_s, on_restart=self._tokenizer_restarted) \
             if self.tokenize_ahead else None
         self._stop = threading.Event()
         self.hurry = threading.Event()  # set while draining: batches go out without waiting
@@ -248,11 +256,11 @@ class Pipeline:
     # --- stage 1: batch, parse, cache, tokenise -----------------------------------------------------
     def _prepare_loop(self) -> None:
         if self.tokenizer is not None:
-            # Start the child and load jieba's dictionary now, not inside the first batch's latency.
+            # Start the children and load jieba's dictionary now, not inside the first batch's latency.
             predictor = self.models.current.predictor
             try:
-                self.tokenizer.tokenize(self.models.current.version, predictor.artifact.tokenizer_config,
-                                        predictor.max_len, ["预热"])
+                self.tokenizer.warm_up(self.models.current.version, predictor.artifact.tokenizer_config,
+                                       predictor.max_len)
             except Exception as exc:
                 log.warning("tokenizer process warm-up failed (%r); it is retried with the first batch", exc)
         while not self._stop.is_set():

@@ -129,6 +129,10 @@ class WorkerSettings(BaseSettings):
     # docs/decisions/0001). "inline": in the model stage, taking turns with the model. "auto":
     # "process" on a GPU or where this process may use more than one CPU, else "inline".
     tokenizer: Literal["auto", "process", "inline"] = "auto"
+    # Tokenizer child processes (FMLC_TOKENIZER=process), which split each micro-batch between them,
+    # in order. None: one on the CPU, where the model needs the cores; on CUDA every usable CPU but
+    # one, since jieba then limits the worker (worker.model.default_tokenizer_processes).
+    tokenizer_processes: int | None = Field(None, ge=1)
     model_poll_interval_s: float = Field(30.0, ge=0)  # 0 turns polling off (SIGHUP still reloads)
 
     # --- cache ---------------------------------------------------------------------------------------
