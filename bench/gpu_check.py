@@ -306,8 +306,11 @@ def worker_end_to_end(bootstrap: str, model_dir: Path, texts: Sequence[str], wor
         if w.alive():
             w.kill()
         reader.close()
-    tokenizer_settings = {k: getattr(s, k) for k in ("tokenizer", "tokenizer_processes")
-                          if k in type(s).model_fields}
+    tokenizer_settings = {k: getattr(s, k) for k in ("tokenizer", "tokenizer_processes") if k in type(s).model_fields}
+    if tokenizer_settings.get("tokenizer_processes", 0) is None:
+        from worker.model import default_tokenizer_processes
+
+        tokenizer_settings["tokenizer_processes"] = f"auto: {default_tokenizer_processes(device)}"
     return {"messages": len(ids), "device": device, "batch_size": batch_size, "partitions": partitions,
             "tokenizer_settings": tokenizer_settings, "produce_s": produce_s,
             "docs_per_s": len(ids) / (t_done - t_ready), "duplicates": out.duplicates,
