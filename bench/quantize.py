@@ -108,7 +108,7 @@ def other_cpu_path(model_dir: Path, texts: Sequence[str], labels: Sequence[Seque
     t0 = time.perf_counter()
     try:
         if not compile_model:
-            raise RuntimeError("not asked for")
+            raise RuntimeError("not run (--no-compile)")
         compiled.model = torch.compile(compiled.model, dynamic=True)
         measure("fp32 + torch.compile", compiled)
         rows["fp32 + torch.compile"]["first_call_s"] = time.perf_counter() - t0
@@ -130,7 +130,7 @@ def other_cpu_path(model_dir: Path, texts: Sequence[str], labels: Sequence[Seque
 
 
 def markdown(p: dict) -> list[str]:
-    lines = [f"# int8 against fp32 ({p['machine']['cpu_threads']} CPU threads, torch {p['machine']['torch']}, "
+    lines = [f"# int8 against fp32 (torch {p['machine']['torch']}, 1 thread per worker and for the model alone, "
              f"{p['machine']['when']})", "", f"Model: {p['model']}.", ""]
     w = p.get("worker")
     if w:
@@ -163,7 +163,7 @@ def markdown(p: dict) -> list[str]:
                                       if "over_int8" in r else "")
             lines.append(f"| {name} | {dps} | {f1} | {note} |")
         verdict = {True: "kept", False: "not kept (needs >= 1.10x int8 with no F1 cost)",
-                   None: "not measurable here"}[o["keep_other_path"]]
+                   None: "not measured (see its row)"}[o["keep_other_path"]]
         lines += ["", f"torch.compile: {verdict}."]
     lines += ["", "Not measured here: " + p["not_measured"]]
     return lines
@@ -182,6 +182,8 @@ def main() -> None:
     ap.add_argument("--limit-docs", type=int, default=600)
     ap.add_argument("--agreement-docs", type=int, default=1000)
     ap.add_argument("--no-worker", action="store_true", help="skip the worker runs (F1 and agreement only)")
+    ap.add_argument("--no-compile", action="store_true", help="skip torch.compile (minutes to compile on 2 cores)")
+    ap.add_argument("--name", default=NAME, help="results file name under bench/results/")
     args = ap.parse_args()
     torch.set_num_threads(1)
     from bench.common import ccks_texts
@@ -208,7 +210,7 @@ def main() -> None:
     payload["agreement"] = agreement(Predictor.load(model_dir, device="cpu"),
                                      Predictor.load(model_dir, device="cpu", quantize="int8"),
                                      pool[-args.agreement_docs:])
-    payload["other_path"] = other_cpu_path(model_dir, texts, labels)
+    payload["other_path"] = other_cpu_path(model_dir, texts, labels, compile_model=not args.no_compile)
     if not args.no_worker:
         payload["worker"] = worker_side_by_side(model_dir, pool, args.messages, args.rounds, args.limit_docs)
     payload["not_measured"] = ("the F1 cost with paper-dimension models trained to convergence on ccks2019_fin and "
@@ -216,7 +218,7 @@ def main() -> None:
                                "--data TEST_FILE` measures it for a given artifact).")
     payload["seconds"] = time.time() - t0
     md = markdown(payload)
-    write_results(NAME, payload, md)
+    write_results(args.name, payload, md)
     print("\n".join(md))
 
 
