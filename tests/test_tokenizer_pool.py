@@ -78,26 +78,27 @@ def test_a_worker_with_two_tokenizer_processes_answers_every_message_as_the_mode
         kafka_broker, worker_model_dir) -> None:
     import json
 
-    from bench.streamkit import Reader, ThreadWorker, ensure, message, produce, worker_settings
     from fmlc import Predictor
+    from worker.kafka import ensure_topics
+    from worker.testkit import ThreadWorker, TopicReader, message, produce, wait_for, worker_settings
 
-    s = worker_settings(kafka_broker.bootstrap, worker_model_dir, tokenizer_processes=2, tokenize_ahead=True,
+    s = worker_settings(kafka_broker.bootstrap, worker_model_dir, tokenizer="process", tokenizer_processes=2,
                         batch_size=32, max_wait_ms=20)
-    ensure(s)
+    ensure_topics(s)
     batch = texts(150)
     produce(kafka_broker.bootstrap, s.input_topic,
             [(f"p{i}".encode(), message(f"p{i}", t)) for i, t in enumerate(batch)], partitions=2)
-    reader = Reader(kafka_broker.bootstrap, s.output_topic, s.dlq_topic).start()
+    reader = TopicReader(kafka_broker.bootstrap, s.output_topic, s.dlq_topic, committed_only=False).start()
     w = ThreadWorker(s).start()
     try:
         w.wait_ready(60)
         pool = w.app.pipeline.tokenizer  # type: ignore[union-attr]
         assert pool is not None and pool.size == 2 and None not in pool.pids, "both children up after the warm-up"
-        reader.wait_count(len(batch), 90, "outputs")
+        wait_for(lambda: len(reader.records) >= len(batch), 90, "outputs")
     finally:
-        w.terminate()
+        w.stop()
         reader.close()
-    records, _ = reader.snapshot()
+    records = list(reader.records)
     got = {json.loads(r.value)["id"]: [lab["label"] for lab in json.loads(r.value)["labels"]] for r in records
            if r.topic == s.output_topic}
     expected = Predictor.load(worker_model_dir, device="cpu").predict(batch)
