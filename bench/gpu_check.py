@@ -18,7 +18,7 @@ Steps (see STEPS for the budgets):
 3. worker_e2e: `python -m worker` on the GPU through a local Tansu broker (no cache): a backlog
    of synthetic complaints drained, outputs read back, messages/s and the worker's own counters.
 4. oom: a real CUDA out-of-memory error. The rest of the GPU's memory is taken by a ballast
-   tensor, then the worker's model stage (worker.pipeline.Pipeline._predict) is given a batch
+   tensor, then the worker's model call (worker.pipeline.predict_isolating) is given a batch
    sized to exceed what is left: it must split, recover every prediction and count the errors
    in fmlc_oom_total.
 
@@ -39,6 +39,7 @@ import json
 import random
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -335,24 +336,6 @@ def step_worker_e2e(model_dir: Path, texts: Sequence[str], emit: Emit, workdir: 
     return result
 
 
-def bare_pipeline(predictor: Any, batch_size: int, metrics: Any) -> Any:
-    """The worker's real Pipeline with nothing attached (no broker, no cache, threads not started):
-    only its model stage, `_predict`, is used, with the real out-of-memory handling."""
-    from worker.alerts import AlertRules
-    from worker.model import ModelWatcher, ServedModel
-    from worker.offsets import Epochs
-    from worker.pipeline import Pipeline
-    from worker.settings import WorkerSettings
-
-    served = ServedModel(predictor=predictor, version=predictor.version, device=predictor.device,
-                         labels=tuple(predictor.labels))
-    settings = WorkerSettings(batch_size=batch_size, redis_url=None, device=predictor.device)
-    watcher = ModelWatcher(Path(), predictor.device, None, 0, served, on_swap=lambda _m: None,
-                           on_result=lambda _ok: None)
-    return Pipeline(settings, metrics, watcher, None, AlertRules(), None, Epochs(),  # type: ignore[arg-type]
-                    group_metadata=lambda: None, on_fatal=lambda exc: None), served
-
-
 def ballast_bytes(free: int, fits: int, exceeds: int, margin: int = 256 << 20) -> int | None:
     """Bytes to take so that a call needing `fits` bytes still runs and one needing `exceeds` does
     not: leave room for the small call (twice over, plus a margin for the allocator's rounding),
@@ -379,6 +362,8 @@ def oom_split(predictor: Any, tokens: Sequence[Sequence[str]], big: int = 8192, 
 
     from fmlc import Prediction
     from worker.metrics import WorkerMetrics
+    from worker.model import ServedModel
+    from worker.pipeline import predict_isolating, retry_after_oom
 
     docs = long_docs(tokens, big, predictor.max_len)
     reference = [p.names for p in predictor.predict_tokens(docs[:small], batch_size=small)]
@@ -397,16 +382,20 @@ def oom_split(predictor: Any, tokens: Sequence[Sequence[str]], big: int = 8192, 
             torch.cuda.empty_cache()
             need_small, need_big = (peak, need_big) if n == small else (need_small, peak)
     metrics = WorkerMetrics()
-    pipe, served = bare_pipeline(predictor, big, metrics)
+    served = ServedModel(predictor=predictor, version=predictor.version, device=predictor.device,
+                         labels=tuple(predictor.labels))
+
+    def retry(model: ServedModel, single: list[list[str]]) -> Any:  # the worker's, with its default budget
+        return retry_after_oom(model, single, 10.0, threading.Event(), metrics)
+
     held = ballast(need_small, need_big) if ballast is not None else None
     t0 = time.perf_counter()
     try:
-        results = pipe._predict(served, docs)
+        results = predict_isolating(served, docs, big, metrics, retry)
     finally:
         del held
         if on_cuda:
             torch.cuda.empty_cache()
-        pipe.stop(0)
     answered = [r for r in results if isinstance(r, Prediction)]
     agree = sum(1 for r, ref in zip(results[:small], reference, strict=True)
                 if isinstance(r, Prediction) and r.names == ref)
