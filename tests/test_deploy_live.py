@@ -119,7 +119,10 @@ def stack(worker_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> I
             group_id=f"deploy-live-{uuid.uuid4().hex[:8]}", model_path=worker_model_dir, device="cpu",
             cpu_threads=1, redis_url=redis.url, metrics_host="127.0.0.1", metrics_port=0, batch_size=16,
             max_wait_ms=20, alert_rules=rules, create_topics=True, topic_partitions=4,
-            model_poll_interval_s=0, session_timeout_ms=6_000, shutdown_timeout_s=5)
+            model_poll_interval_s=0, session_timeout_ms=6_000, shutdown_timeout_s=5,
+            # The model-life panels need data too: drift early, generous review, a shadow on every complaint.
+            drift_window=200, drift_min_docs=10, review_topic=f"{INPUT}.review", review_margin=0.5,
+            shadow_model_path=worker_model_dir, shadow_sample=1.0, shadow_topic=f"{INPUT}.shadow")
         for _ in range(2):
             workers.append(ThreadWorker(settings).start())
         wait_for(lambda: all(w.app.ready for w in workers), 45, "both workers to hold partitions", interval=0.2)

@@ -27,6 +27,7 @@ import signal
 import threading
 import time
 from collections import defaultdict
+from pathlib import Path
 from typing import Any
 
 from kafka import TopicPartition
@@ -44,6 +45,7 @@ from worker.kafka import (
     make_consumer,
     make_lag_probe,
     make_producer,
+    make_shadow_producer,
 )
 from worker.logs import install_secret_filter
 from worker.messages import DeadLetterReason, InvalidMessage
@@ -52,6 +54,7 @@ from worker.model import ModelWatcher, ServedModel, load_model
 from worker.offsets import Epochs, OffsetTracker, record_cost
 from worker.pipeline import Completion, Job, Pipeline, Rewind
 from worker.settings import WorkerSettings, redact_url
+from worker.shadow import ShadowScorer
 
 log = logging.getLogger(__name__)
 
@@ -115,6 +118,8 @@ class WorkerApp:
         self.pipeline: Pipeline | None = None
         self.models: ModelWatcher | None = None
         self.alerts = AlertRules()
+        self.shadow: ShadowScorer | None = None
+        self._shadow_producer: Any = None
 
     # --- public -------------------------------------------------------------------------------------
     def start(self) -> WorkerApp:
@@ -125,7 +130,9 @@ class WorkerApp:
         log.info("model %s on %s, %d labels", served.version, served.device, len(served.labels))
         self.alerts = AlertRules.load(s.alert_rules)
         self.alerts.check_labels(served.labels)
-        created = ensure_topics(s, self.alerts.topics)
+        extra_topics = [*self.alerts.topics, *([s.review_topic] if s.review_topic else []),
+                        *([s.shadow_topic] if s.shadow_model_path else [])]
+        created = ensure_topics(s, extra_topics)
         if created:
             log.info("created topics %s", created)
         redis_url = s.redis_url_value
@@ -140,8 +147,11 @@ class WorkerApp:
         self.models = ModelWatcher(s.model_path, s.device, s.cpu_threads, s.model_poll_interval_s, served,
                                    on_swap=self._model_swapped, on_result=self._reload_result,
                                    quantize=s.quantize)
+        if s.shadow_model_path is not None:
+            self.shadow = self._start_shadow(s, s.shadow_model_path)
         self.pipeline = Pipeline(s, self.metrics, self.models, self.cache, self.alerts, self.producer,
-                                 self.epochs, group_metadata=lambda: self._group_md, on_fatal=self.fail)
+                                 self.epochs, group_metadata=lambda: self._group_md, on_fatal=self.fail,
+                                 shadow=self.shadow)
         self.metrics.watch_stages(self.pipeline.progress.stalled_for, self.pipeline.progress.stages)
         self.consumer = make_consumer(s)
         self.consumer.subscribe([s.input_topic], listener=_Rebalance(self))
@@ -153,6 +163,21 @@ class WorkerApp:
                  s.input_topic, s.output_topic, s.dlq_topic, self.alerts.topics or "none", s.group_id,
                  s.delivery, self.health.port)
         return self
+
+    def _start_shadow(self, s: WorkerSettings, path: Path) -> ShadowScorer:
+        producer = self._shadow_producer = make_shadow_producer(s)
+
+        def send(topic: str, key: bytes, value: bytes) -> None:
+            producer.send(topic, key=key, value=value).add_errback(
+                lambda exc: self.metrics.shadow_samples.labels(result="error").inc())
+
+        # On the CPU the shadow shares the cores with the live model; FMLC_SHADOW_SAMPLE is the knob.
+        shadow = ShadowScorer(path, s.shadow_sample, s.shadow_topic, send, self.metrics,
+                              device="cpu" if not (s.device or "").startswith("cuda") else s.device)
+        shadow.start()
+        log.info("shadow model from %s scores %.0f%% of the complaints into %s", path, 100 * s.shadow_sample,
+                 s.shadow_topic)
+        return shadow
 
     def run(self) -> int:
         """The consume loop; returns when stopped (0) or after a fatal error (1)."""
@@ -614,6 +639,11 @@ class WorkerApp:
             self.models.stop()
         if self.pipeline is not None:
             self.pipeline.stop(timeout=1.0)
+        if self.shadow is not None:
+            self.shadow.stop(timeout=1.0)
+        if self._shadow_producer is not None:
+            with contextlib.suppress(Exception):
+                self._shadow_producer.close(timeout=1.0)
         if self.consumer is not None:
             try:
                 self.consumer.close(autocommit=False, timeout_ms=int(_left(budget_end) * 500) or 100)

@@ -112,6 +112,13 @@ def make_lag_probe(s: WorkerSettings) -> KafkaConsumer:
                          max_partition_fetch_bytes=1, fetch_max_bytes=1, allow_auto_create_topics=False)
 
 
+def make_shadow_producer(s: WorkerSettings) -> KafkaProducer:
+    """The shadow's own producer: never transactional and never waited on, so that nothing the
+    shadow does can hold back or fail a delivery of the live outputs."""
+    cfg = {k: v for k, v in producer_config(s).items() if not k.startswith("transaction")}
+    return KafkaProducer(**{**cfg, "client_id": f"{s.client_id}-shadow", "enable_idempotence": False, "acks": 1})
+
+
 def make_producer(s: WorkerSettings) -> KafkaProducer:
     producer = KafkaProducer(**producer_config(s))
     if s.exactly_once:

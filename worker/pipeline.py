@@ -23,11 +23,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 from kafka import KafkaProducer, TopicPartition
 from kafka.errors import InvalidProducerEpochError, MessageSizeTooLargeError, ProducerFencedError
 from kafka.structs import OffsetAndMetadata
 
 from fmlc import Prediction
+from fmlc.drift import Baseline, DriftMonitor
 from worker.alerts import AlertRules
 from worker.batching import MicroBatcher
 from worker.cache import LabelCache
@@ -55,7 +57,9 @@ from worker.model import (
 )
 from worker.offsets import Epochs
 from worker.progress import StageProgress
+from worker.review import TokenBucket, render_review, review_reason
 from worker.settings import WorkerSettings
+from worker.shadow import ShadowScorer
 from worker.tokenizing import TokenizerPool
 
 log = logging.getLogger(__name__)
@@ -83,6 +87,8 @@ class Job:
     cached: bool = False
     cache_key: str | None = None  # set at look-up, reused to store the fresh result
     group_md: Any = None  # the consumer group generation it was consumed under (exactly-once commits)
+    prediction: Prediction | None = None  # the model's answer with every label's probability (not for cache hits)
+    review: str | None = None  # why a copy went to the review topic, when one did
 
 
 @dataclass(eq=False)
@@ -150,7 +156,8 @@ OOM_MAX_PAUSE_S = 8.0
 class Pipeline:
     def __init__(self, settings: WorkerSettings, metrics: WorkerMetrics, models: ModelWatcher,
                  cache: LabelCache | None, alerts: AlertRules, producer: KafkaProducer, epochs: Epochs,
-                 group_metadata: Callable[[], Any], on_fatal: Callable[[BaseException], None]) -> None:
+                 group_metadata: Callable[[], Any], on_fatal: Callable[[BaseException], None],
+                 shadow: ShadowScorer | None = None) -> None:
         self.s = settings
         self.metrics = metrics
         self.models = models
@@ -184,6 +191,12 @@ class Pipeline:
         # one), so that the re-delivered batch fits instead of failing the same way for ever.
         self._dead_letter_limit = settings.dead_letter_limit
         self._threads: list[threading.Thread] = []
+        # The model's life: drift against the served model's baseline (infer stage), review copies
+        # (deliver stage), and a shadow model fed after the acknowledgements.
+        self._drift: DriftMonitor | None = None
+        self._drift_version: str | None = None
+        self._review_bucket = TokenBucket(settings.review_max_per_s) if settings.review_topic else None
+        self.shadow = shadow
 
     # --- lifecycle -----------------------------------------------------------------------------------
     def start(self) -> None:
@@ -361,12 +374,37 @@ class Pipeline:
                 self.metrics.inference.observe(work.inference_s)
                 for job, res in zip(todo, results, strict=True):
                     if isinstance(res, Prediction):
+                        job.prediction = res
                         job.labels = [LabelOut(label=ls.label, score=round(float(ls.score), 6),
                                                evidence=list(ls.evidence)) for ls in res.labels]
                     else:
                         job.invalid = InvalidMessage(DeadLetterReason.MODEL_ERROR,
                                                      f"inference: {type(res).__name__}: {str(res)[:300]}")
+                self._watch_drift(work.model, [r.probs for r in results if isinstance(r, Prediction)
+                                               and r.probs is not None])
             self._put(self._to_deliver, work)
+
+    def _watch_drift(self, model: ServedModel, probs: list[np.ndarray]) -> None:
+        """Feed the drift window; a new model version starts a new window against its own baseline."""
+        if model.version != self._drift_version:
+            self._drift_version, self._drift = model.version, None
+            self.metrics.drift.clear()
+            self.metrics.drift_docs.set(0)
+            baseline = model.predictor.artifact.drift_baseline
+            if not baseline:
+                log.info("model %s has no drift baseline (drift.json); no drift scores for it", model.version)
+            else:
+                try:
+                    self._drift = DriftMonitor(Baseline.from_dict(baseline), self.s.drift_window,
+                                               self.s.drift_min_docs)
+                except (ValueError, KeyError, TypeError) as exc:
+                    log.warning("model %s: drift baseline unusable (%s); no drift scores for it", model.version, exc)
+        if self._drift is None or not probs:
+            return
+        self._drift.update(np.stack(probs))
+        self.metrics.drift_docs.set(self._drift.docs)
+        for group, score in self._drift.scores().items():
+            self.metrics.drift.labels(group=group).set(score)
 
     def _predict(self, model: ServedModel, tokens: list[list[str]]) -> list[Prediction | BaseException]:
         def retry(m: ServedModel, single: list[list[str]]) -> Prediction | BaseException:
@@ -436,7 +474,26 @@ class Pipeline:
             firings = self.alerts.evaluate(job.labels)
             out += render_result(result, self.s.output_topic, firings)
             fired += [(f.rule.topic, f.rule.severity) for f in firings]
+            review = self._review(job, work.model)
+            if review is not None:
+                out.append(review)
         return out, fired
+
+    def _review(self, job: Job, model: ServedModel) -> Outgoing | None:
+        """The review copy of a complaint the model was unsure about, within the rate limit."""
+        job.review = None
+        if self._review_bucket is None or job.prediction is None or job.complaint is None or not self.s.review_topic:
+            return None
+        reason = review_reason(job.prediction, self.s.review_margin)
+        if reason is None:
+            return None
+        if not self._review_bucket.take():
+            self.metrics.review_skipped.inc()
+            return None
+        job.review = reason
+        value = render_review(job.complaint.id, job.complaint.text, job.prediction, model.labels, reason,
+                              model.version)
+        return (self.s.review_topic, job.key, value, [])
 
     def _deliver(self, work: Work, jobs: list[Job]) -> bool:
         messages, fired = self._render(work, jobs)
@@ -521,6 +578,12 @@ class Pipeline:
                 m.messages.labels(outcome="cached" if job.cached else "ok").inc()
                 for lab in job.labels:
                     m.predicted_labels.labels(label=lab.label).inc()
+                if job.review is not None:
+                    m.review.labels(reason=job.review).inc()
+                if self.shadow is not None and not job.cached:
+                    # After the acks: the shadow can neither delay nor change what was delivered.
+                    self.shadow.offer(job.complaint.id, job.complaint.text, [lab.label for lab in job.labels],
+                                      work.model.version)
                 if not job.cached and job.cache_key is not None:
                     fresh.append((job.cache_key, job.labels))
             if job.timestamp_ms and job.timestamp_ms > 0:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from fmlc import Prediction
 
@@ -50,7 +50,7 @@ class TokenBucket:
         return False
 
 
-def render_review(complaint_id: str, text: str, prediction: Prediction, labels: list[str], reason: str,
+def render_review(complaint_id: str, text: str, prediction: Prediction, labels: Sequence[str], reason: str,
                   model_version: str, top: int = 3) -> bytes:
     """The review copy: the complaint, what the model said, and its closest candidates."""
     best: list[dict] = []

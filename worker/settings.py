@@ -158,8 +158,20 @@ class WorkerSettings(BaseSettings):
     shutdown_timeout_s: float = Field(20.0, gt=0)
     log_level: str = "INFO"
 
+    # --- the model's life after deployment (docs/operations.md, "The model's life") ---------------------
+    # A window of a few thousand complaints is minutes of traffic at the rates the worker serves:
+    # long enough that one burst does not move the score, short enough to show a shift within the hour.
+    drift_window: int = Field(2000, ge=1)
+    drift_min_docs: int = Field(200, ge=1)
+    review_topic: str | None = None  # unset: no review copies
+    review_margin: float = Field(0.05, ge=0, le=1)
+    review_max_per_s: float = Field(5.0, gt=0)
+    shadow_model_path: Path | None = None  # unset: no shadow scoring
+    shadow_sample: float = Field(0.1, gt=0, le=1)
+    shadow_topic: str = "fmlc.shadow"
+
     @field_validator("redis_url", "transactional_id", "instance_id", "device", "sasl_username", "alert_rules",
-                     "ssl_cafile", "ssl_certfile", "ssl_keyfile", mode="before")
+                     "ssl_cafile", "ssl_certfile", "ssl_keyfile", "review_topic", "shadow_model_path", mode="before")
     @classmethod
     def _empty_is_none(cls, value: Any) -> Any:
         # A SecretStr arrives when the settings are built in code (tests, the demo), a str from the env.
@@ -184,6 +196,10 @@ class WorkerSettings(BaseSettings):
         for name in REQUIRED_NAMES:
             if not str(getattr(self, name)).strip():
                 raise ValueError(f"{env_name(name)} must not be empty")
+        if self.drift_min_docs > self.drift_window:
+            raise ValueError("FMLC_DRIFT_MIN_DOCS must not exceed FMLC_DRIFT_WINDOW")
+        if self.shadow_model_path is not None and not self.shadow_topic.strip():
+            raise ValueError("FMLC_SHADOW_TOPIC must not be empty when FMLC_SHADOW_MODEL_PATH is set")
         sasl_complete = bool(self.sasl_mechanism and self.sasl_username and self.sasl_password)
         if self.security_protocol.startswith("SASL") and not sasl_complete:
             raise ValueError(f"FMLC_SECURITY_PROTOCOL={self.security_protocol} needs FMLC_SASL_MECHANISM, "
