@@ -12,12 +12,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from enum import Enum
-from typing import TYPE_CHECKING, Any, Final, Literal
+from typing import Any, Final, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError, field_validator
-
-if TYPE_CHECKING:
-    from worker.alerts import Firing
 
 SCHEMA_VERSION: Final = 1
 SUPPORTED_INPUT_VERSIONS = frozenset({1})
@@ -175,7 +172,31 @@ Outgoing = tuple[str, "bytes | None", "bytes | None", list[tuple[str, bytes]]]
 ALERT_SEVERITY_HEADER = "fmlc.alert.severity"
 
 
-def render_result(result: Classified, output_topic: str, firings: Sequence[Firing] = ()) -> list[Outgoing]:
+class FiredRule(Protocol):
+    """What rendering needs of a rule that fired (worker.alerts.AlertRule); a protocol, so that the wire
+    formats do not import the alert rules, which import them."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def topic(self) -> str: ...
+
+    @property
+    def severity(self) -> Severity: ...
+
+
+class AlertFiring(Protocol):
+    """A rule and the labels that made it fire (worker.alerts.Firing)."""
+
+    @property
+    def rule(self) -> FiredRule: ...
+
+    @property
+    def labels(self) -> list[LabelOut]: ...
+
+
+def render_result(result: Classified, output_topic: str, firings: Sequence[AlertFiring] = ()) -> list[Outgoing]:
     """The messages a classified complaint becomes: its output, keyed by complaint id, then one alert
     per rule that fired (worker.alerts.AlertRules.evaluate), fired at the time it was processed."""
     key = result.id.encode("utf-8")
