@@ -23,6 +23,9 @@ def demo(
     epochs: Annotated[int | None, typer.Option(help="unset: the preset's")] = None,
     workdir: Annotated[Path | None, typer.Option(help="unset: the demo's folder")] = None,
     serve: Annotated[bool, typer.Option(help="keep the worker up after the summary until Ctrl-C")] = False,
+    lifecycle: Annotated[bool, typer.Option(help="then show the model's life: drift on a shifted mix, review copies, "
+                                                 "agents' corrections, retraining, a shadow, the promotion gate")]
+    = False,
     rate: Annotated[float | None, typer.Option(help="messages/s to send; 0 = as fast as possible")]
     = None,
 ) -> None:
@@ -34,7 +37,7 @@ def demo(
     options: dict[str, Any] = {"n_train": n_train, "n_stream": n_stream, "preset": preset, "epochs": epochs,
                                "workdir": workdir, "rate": rate}
     given = {k: v for k, v in options.items() if v is not None}
-    raise typer.Exit(run_demo(DemoConfig(reuse_model=reuse_model, serve=serve, **given)))
+    raise typer.Exit(run_demo(DemoConfig(reuse_model=reuse_model, serve=serve, lifecycle=lifecycle, **given)))
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []})

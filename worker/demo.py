@@ -24,6 +24,7 @@ from rich.markup import escape
 from rich.panel import Panel
 from rich.table import Table
 
+from worker.lifecycle_demo import life_settings, run_lifecycle, serve_link
 from worker.testkit import (
     ThreadWorker,
     TopicReader,
@@ -56,6 +57,7 @@ class DemoConfig:
     rate: float = 0.0  # messages/s to produce; 0 = as fast as the broker takes them
     live: bool = True
     serve: bool = False  # keep the worker up after the summary until Ctrl-C
+    lifecycle: bool = False  # then drift, review, corrections, retraining, shadow and promotion (a few minutes more)
     redis_url: str | None = "redis://127.0.0.1:6379/0"
 
 
@@ -151,13 +153,16 @@ def run_demo(cfg: DemoConfig) -> int:
         broker = start_broker(log_path=str(cfg.workdir / "broker.log"))
         redis = redis_url_or_start(cfg.redis_url)
         rules = REPO / "deploy" / "alert_rules.yaml"
+        # With the lifecycle the worker serves from a link, as in production, so that a promotion reloads it.
+        served = serve_link(cfg.workdir, model) if cfg.lifecycle else model
         settings = WorkerSettings(
-            bootstrap_servers=broker.bootstrap, model_path=model, redis_url=redis.url, group_id="fmlc-demo",
+            bootstrap_servers=broker.bootstrap, model_path=served, redis_url=redis.url, group_id="fmlc-demo",
             dlq_topic="fmlc.dead-letter", alert_rules=rules if rules.exists() else None, create_topics=True,
             metrics_host="127.0.0.1", metrics_port=0, batch_size=cfg.batch_size, max_wait_ms=cfg.max_wait_ms,
             session_timeout_ms=6000, max_poll_interval_ms=10000,
             # A fresh prefix per run: the demo shows the cache filling, not last run's entries.
-            cache_prefix=f"fmlc-demo-{uuid.uuid4().hex[:8]}", cache_ttl_s=3600)
+            cache_prefix=f"fmlc-demo-{uuid.uuid4().hex[:8]}", cache_ttl_s=3600,
+            **(life_settings() if cfg.lifecycle else {}))
         alert_topics = AlertRules.load(settings.alert_rules).topics
         ensure_topics(settings, alert_topics)
         worker = ThreadWorker(settings).start()
@@ -169,6 +174,9 @@ def run_demo(cfg: DemoConfig) -> int:
         tally = _stream(cfg, messages, broker.bootstrap, settings, reader, metrics_url)
         reader.close()
         _summary(tally, len(messages), metrics_url)
+        if cfg.lifecycle:
+            worker = run_lifecycle(cfg.workdir, broker.bootstrap, settings, worker, cfg.workdir / "train.jsonl",
+                                   cfg.preset, cfg.epochs)
         if cfg.serve:
             console.print(f"worker still serving; metrics at {metrics_url}. Ctrl-C to stop.")
             while worker.alive():
