@@ -79,10 +79,14 @@ class Baseline:
     histograms: list[list[float]]  # [G, BINS] shares of validation documents
     priors: list[float]          # [L] share of training documents carrying the label
     docs: int                    # validation documents behind the histograms
+    # [L, BINS] each label's own score histogram on validation: for looking into a drifting group
+    # offline; the worker exports groups only, to keep the metric's cardinality bounded.
+    label_histograms: list[list[float]] | None = None
 
     def to_dict(self) -> dict:
         return {"bins": BINS, "groups": self.groups, "label_group": self.label_group,
-                "histograms": self.histograms, "priors": self.priors, "docs": self.docs}
+                "histograms": self.histograms, "priors": self.priors, "docs": self.docs,
+                "label_histograms": self.label_histograms}
 
     @classmethod
     def from_dict(cls, d: Mapping) -> Baseline:
@@ -90,7 +94,8 @@ class Baseline:
             raise ValueError(f"drift baseline has {d.get('bins')} bins, this fmlc uses {BINS}")
         return cls(groups=list(d["groups"]), label_group=list(d["label_group"]),
                    histograms=[list(map(float, h)) for h in d["histograms"]],
-                   priors=list(map(float, d["priors"])), docs=int(d["docs"]))
+                   priors=list(map(float, d["priors"])), docs=int(d["docs"]),
+                   label_histograms=d.get("label_histograms"))
 
 
 def build_baseline(valid_probs: np.ndarray, train_counts: Sequence[int], train_docs: int,
@@ -101,8 +106,12 @@ def build_baseline(valid_probs: np.ndarray, train_counts: Sequence[int], train_d
     hist = np.zeros((len(names), BINS))
     for g in range(len(names)):
         hist[g] = np.bincount(_bins(best[:, g]), minlength=BINS) / max(len(best), 1)
+    probs = np.asarray(valid_probs, dtype=np.float32)
+    per_label = np.stack([np.bincount(_bins(probs[:, j]), minlength=BINS) for j in range(probs.shape[1])]) \
+        / max(len(probs), 1)  # [L, BINS]
     return Baseline(groups=names, label_group=list(groups), histograms=hist.round(6).tolist(),
-                    priors=[round(c / max(train_docs, 1), 6) for c in train_counts], docs=int(len(best)))
+                    priors=[round(c / max(train_docs, 1), 6) for c in train_counts], docs=int(len(best)),
+                    label_histograms=per_label.round(6).tolist())
 
 
 class DriftMonitor:

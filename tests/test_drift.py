@@ -67,3 +67,5 @@ def test_a_trained_artifact_carries_its_baseline(tiny_model_dir) -> None:
     assert set(base.groups) > {"all"} or len(base.groups) > 1  # the synthetic taxonomy's groups
     for hist in base.histograms:
         assert sum(hist) == pytest.approx(1.0, abs=1e-4)
+    assert base.label_histograms is not None and len(base.label_histograms) == len(art.labels)
+    assert all(sum(h) == pytest.approx(1.0, abs=1e-4) for h in base.label_histograms)
