@@ -64,14 +64,15 @@ class Step:
 
 
 STEPS = (
-    Step("model_limit", 120, "model alone, fp32 vs bf16/fp16 autocast, batch 1/64/256/1024; jieba docs/s"),
-    Step("cpu_model", 60, "same model on this machine's CPU, batch 64, fp32 and int8: GPU / CPU ratio"),
-    Step("worker_e2e", 150, "python -m worker on the GPU through a local Tansu broker, tokenizer "
-                            "settings as configured, backlog drained, msgs/s and counters"),
-    Step("oom", 75, "real CUDA out-of-memory: ballast fills the GPU, an oversized batch splits and recovers, "
+    Step("model_limit", 110, "model alone, fp32 vs bf16/fp16 autocast, batch 1/64/256/1024; jieba docs/s"),
+    Step("cpu_model", 50, "same model on this machine's CPU, batch 64, fp32 and int8: GPU / CPU ratio"),
+    Step("tokenizer_pool", 40, "jieba texts/s through 1, 2, 4, 8 and cores-1 tokenizer processes"),
+    Step("worker_e2e", 140, "python -m worker on the GPU through a local Tansu broker with the tokenizer "
+                            "pool, backlog drained, msgs/s and counters"),
+    Step("oom", 70, "real CUDA out-of-memory: ballast fills the GPU, an oversized batch splits and recovers, "
                     "fmlc_oom_total checked"),
 )
-PREPARE_BUDGET_S = 45  # building (or loading) the model and the texts, in the parent
+PREPARE_BUDGET_S = 40  # building (or loading) the model and the texts, in the parent
 
 
 def plan_lines(steps: Sequence[Step] = STEPS) -> list[str]:
@@ -323,6 +324,24 @@ def worker_end_to_end(bootstrap: str, model_dir: Path, texts: Sequence[str], wor
                 m, "fmlc_model_batch_size_count"))}
 
 
+def step_tokenizer_pool(texts: Sequence[str], emit: Emit, counts: Sequence[int] | None = None,
+                        deadline: float | None = None) -> dict:
+    """jieba texts/s through pools of 1, 2, 4, 8 and (usable CPUs - 1) processes, in calls of 256."""
+    from bench.tokenizer_pool import pool_rate
+    from worker.model import usable_cpus
+
+    cpus = usable_cpus()
+    counts = counts or sorted({n for n in (1, 2, 4, 8, cpus - 1) if 1 <= n <= max(1, cpus - 1)})
+    result: dict[str, Any] = {"usable_cpus": cpus, "rows": []}
+    for n in counts:
+        if deadline is not None and time.monotonic() > deadline:
+            result.setdefault("skipped", []).append(f"{n} processes: out of time")
+            continue
+        result["rows"].append(pool_rate(texts, n, batch=256, repeat=1))
+        emit(result)
+    return result
+
+
 def step_worker_e2e(model_dir: Path, texts: Sequence[str], emit: Emit, workdir: Path, device: str = "cuda",
                     timeout_s: float = 120.0) -> dict:
     from worker.testkit import start_broker
@@ -473,6 +492,10 @@ def summarise(steps: dict[str, dict]) -> dict:
     if rows and cpu_rows:
         for r in cpu_rows:
             out[f"gpu_over_cpu_{r['mode']}"] = out["gpu_best"]["docs_per_s"] / r["docs_per_s"]
+    pool_rows = ((steps.get("tokenizer_pool") or {}).get("result") or {}).get("rows") or []
+    if pool_rows:
+        best_pool = max(pool_rows, key=lambda r: r["texts_per_s"])
+        out["tokenizer_pool_best"] = {k: best_pool[k] for k in ("processes", "texts_per_s")}
     feed = limit.get("tokenize_docs_per_s_one_process")
     if rows and feed:
         b256 = [r["docs_per_s"] for r in rows if r["batch_size"] == 256]
@@ -506,6 +529,10 @@ def markdown(payload: dict) -> list[str]:
         if "docs_per_s" in r:
             lines.append(f"- CPU ({cpu.get('threads')} threads) {r['mode']} at batch {r['batch_size']}: "
                          f"{r['docs_per_s']:.0f} docs/s")
+    pool = (payload["steps"].get("tokenizer_pool") or {}).get("result") or {}
+    if pool.get("rows"):
+        rates = ", ".join(f"{r['processes']}: {r['texts_per_s']:.0f}" for r in pool["rows"])
+        lines.append(f"- jieba through tokenizer processes (texts/s): {rates} ({pool['usable_cpus']} usable CPUs)")
     e2e = (payload["steps"].get("worker_e2e") or {}).get("result") or {}
     if e2e:
         lines.append(f"- worker end to end on {e2e['device']}: {e2e['docs_per_s']:.0f} msgs/s over {e2e['messages']} "
@@ -568,9 +595,11 @@ def run_all(model: Path | None, only: Sequence[str], work: Path, results: Path =
 
 # Sizes per step: the real run's, and tiny ones (--quick) for a smoke run on a CPU.
 SIZES = {False: {"limit_texts": 16384, "batch_sizes": BATCH_SIZES, "min_seconds": 2.0, "cpu_texts": 1024,
-                 "cpu_seconds": 5.0, "e2e_texts": 20000, "oom_texts": 500, "oom_big": 8192, "oom_small": 64},
+                 "cpu_seconds": 5.0, "pool_texts": 4000, "pool_counts": None, "e2e_texts": 20000, "oom_texts": 500,
+                 "oom_big": 8192, "oom_small": 64},
          True: {"limit_texts": 64, "batch_sizes": (1, 8), "min_seconds": 0.05, "cpu_texts": 32, "cpu_seconds": 0.05,
-                "e2e_texts": 30, "oom_texts": 50, "oom_big": 16, "oom_small": 4}}
+                "pool_texts": 40, "pool_counts": (1, 2), "e2e_texts": 30, "oom_texts": 50, "oom_big": 16,
+                "oom_small": 4}}
 
 
 def run_child(step: str, model_dir: Path, partial: Path, work: Path, budget_s: float, device: str = "cuda",
@@ -591,6 +620,8 @@ def run_child(step: str, model_dir: Path, partial: Path, work: Path, budget_s: f
                          deadline=deadline)
     elif step == "cpu_model":
         step_cpu_model(model_dir, synthetic_texts(z["cpu_texts"]), emit, min_seconds=z["cpu_seconds"])
+    elif step == "tokenizer_pool":
+        step_tokenizer_pool(synthetic_texts(z["pool_texts"]), emit, counts=z["pool_counts"], deadline=deadline)
     elif step == "worker_e2e":
         step_worker_e2e(model_dir, synthetic_texts(z["e2e_texts"], seed=5), emit, work, device=device,
                         timeout_s=budget_s - 30)
