@@ -150,8 +150,9 @@ def markdown(p: dict) -> list[str]:
         lines += [f"Label-set agreement on {a['docs']} texts: mean Jaccard **{a['mean_jaccard']:.3f}** "
                   f"(target >= 0.95: {met}), identical sets {100 * a['identical_sets']:.1f}%.", ""]
     for f in p.get("f1", []):
+        cost = round(f["cost_points"], 2) + 0.0  # no "-0.00"
         lines.append(f"Macro-F1 on {f['what']} ({f['docs']} docs): fp32 {100 * f['fp32_macro_f1']:.2f}, int8 "
-                     f"{100 * f['int8_macro_f1']:.2f}, cost **{f['cost_points']:+.2f} points** (target <= 0.5).")
+                     f"{100 * f['int8_macro_f1']:.2f}, cost **{cost:+.2f} points** (target <= 0.5).")
     o = p.get("other_path")
     if o:
         lines += ["", f"## One more CPU path (model alone, {o['docs']} docs, batch {o['batch_size']})", "",
