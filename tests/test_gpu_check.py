@@ -128,10 +128,11 @@ def test_markdown_and_summary_from_partial_results(tmp_path: Path) -> None:
 
 
 def test_run_all_quick_on_the_cpu_writes_every_step(speed_model: Path, tmp_path: Path) -> None:
-    payload = gc.run_all(speed_model, ("model_limit", "cpu_model", "oom"), tmp_path / "work", tmp_path, device="cpu",
-                         quick=True)
+    payload = gc.run_all(speed_model, ("model_limit", "cpu_model", "tokenizer_pool", "oom"), tmp_path / "work",
+                         tmp_path, device="cpu", quick=True)
     assert {n: s["status"] for n, s in payload["steps"].items()} == {
-        "model_limit": "ok", "cpu_model": "ok", "oom": "ok"}, payload["steps"]
+        "model_limit": "ok", "cpu_model": "ok", "tokenizer_pool": "ok", "oom": "ok"}, payload["steps"]
+    assert [r["processes"] for r in payload["steps"]["tokenizer_pool"]["result"]["rows"]] == [1, 2]
     limit = payload["steps"]["model_limit"]["result"]
     assert {(r["batch_size"], r["precision"]) for r in limit["rows"]} == {(1, "fp32"), (1, "bf16"), (8, "fp32"),
                                                                           (8, "bf16")}
