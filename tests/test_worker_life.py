@@ -60,8 +60,9 @@ def test_drift_rises_on_a_shifted_mix_review_copies_and_shadow_agree(kafka_broke
         outs = TopicReader(kafka_broker.bootstrap, s.output_topic).drain()
         assert len(outs) == total, "review copies and the shadow leave the outputs as they were"
         reviews = TopicReader(kafka_broker.bootstrap, s.review_topic).drain()
-        counted = sum(w.metric("fmlc_review_total", reason=r) for r in REASONS)
-        assert reviews and len(reviews) == counted
+        assert reviews
+        wait_for(lambda: sum(w.metric("fmlc_review_total", reason=r) for r in REASONS) == len(reviews), 10,
+                 "every review copy counted")
         by_id = {json.loads(r.value)["id"]: json.loads(r.value) for r in outs}
         for rec in reviews:
             copy = json.loads(rec.value)

@@ -496,7 +496,7 @@ def test_two_poison_texts_in_one_batch_are_dead_letters_not_a_crash_loop(
     from fmlc import Predictor
     from worker.app import WorkerApp
     from worker.model import ServedModel
-    from worker.testkit import ThreadWorker, TopicReader, committed_and_end, message, produce
+    from worker.testkit import ThreadWorker, TopicReader, committed_and_end, message, produce, wait_for
 
     real = Predictor.load(worker_model_dir, device="cpu")
     poison = _Poison(real)
@@ -517,8 +517,9 @@ def test_two_poison_texts_in_one_batch_are_dead_letters_not_a_crash_loop(
                 [(c.encode(), message(c, t)) for c, t in good[:3] + bad + good[3:]])
         reader.wait(lambda r: len(r) >= 2 + len(good) + 2, 60, "the mixed batch")
         assert w.app._fatal is None and w.app._live()[0], "the worker goes on"
-        assert w.metric("fmlc_dead_letters_total", reason="model_error") == 4
-        assert w.metric("fmlc_messages_total", outcome="ok") == len(good)
+        # The counters move after the acknowledgements, a moment after a reader can see the records.
+        wait_for(lambda: w.metric("fmlc_dead_letters_total", reason="model_error") == 4
+                 and w.metric("fmlc_messages_total", outcome="ok") == len(good), 10, "the batch counted")
         wait_for_commit = time.monotonic() + 15
         while time.monotonic() < wait_for_commit:
             ends = committed_and_end(kafka_broker.bootstrap, s.group_id, s.input_topic)
