@@ -325,6 +325,7 @@ def defaults_study(
 
 
 @app.command()
+@user_errors
 def promote(
     candidate: Annotated[Path, typer.Option(help="the new model's artifact directory")],
     current: Annotated[Path, typer.Option(help="the served model (its directory, or the link itself)")],
@@ -340,16 +341,13 @@ def promote(
     from training.data import load_path
     from training.promote import PROMOTED, REFUSED, Gate, compare, render, swap_link
 
-    try:
-        gate = Gate(min_gain=min_gain, max_tail_loss=max_tail_loss)
-        loaded = load_path(data)
-        _report_load(loaded)
-        records = loaded.records
-        result = compare(Predictor.load(candidate), Predictor.load(current), [r.text for r in records],
-                         [r.labels for r in records], tail_below=tail_below)
-    except (ValueError, FileNotFoundError) as exc:
-        typer.echo(str(exc), err=True)
-        raise typer.Exit(2) from None
+    gate = Gate(min_gain=min_gain, max_tail_loss=max_tail_loss)
+    loaded = load_path(data)
+    _report_load(loaded)
+    records = loaded.records
+    # A bad artifact or data file ends the command with exit 2 (user_errors): neither 0 nor 3.
+    result = compare(Predictor.load(candidate), Predictor.load(current), [r.text for r in records],
+                     [r.labels for r in records], tail_below=tail_below)
     refusals = gate.reasons_to_refuse(result)
     typer.echo(render(result, refusals))
     if refusals:
