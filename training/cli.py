@@ -60,7 +60,7 @@ def train(
     data: Annotated[Path, typer.Option(help="JSONL/CSV file or a directory of JSONL files")],
     out: Annotated[Path, typer.Option(help="artifact directory to write")],
     preset: Annotated[str, typer.Option(help=PRESET_HELP)] = "default",
-    model: Annotated[str | None, typer.Option(help="fmlc | bigru-lwan | caml | zacnn | linear")] = None,
+    model: Annotated[str | None, typer.Option(help="fmlc-wide | fmlc | bigru-lwan | caml | zacnn | linear")] = None,
     loss: Annotated[str | None, typer.Option(help="asl | bce")] = None,
     graph: Annotated[str | None, typer.Option(help="cooccurrence | identity")] = None,
     epochs: Annotated[int | None, typer.Option(help="most epochs; early stopping usually ends sooner. "
@@ -291,6 +291,33 @@ def sensitivity(
     study.run_options(data, out, parent_labels=parent_labels, max_docs=max_docs,
                       variants=[v.strip() for v in variants.split(",")] if variants else None,
                       **_given(seeds=seeds, epochs=epochs, lr=lr, dim=dim, threads=threads))
+
+
+@app.command()
+@user_errors
+def curves(
+    data: Annotated[str, typer.Option(help="JSONL/CSV file or a directory of JSONL files")],
+    out: Annotated[Path, typer.Option(help="report folder (results.json, report.md, curves.png)")],
+    sizes: Annotated[str, typer.Option(help="training documents per point, comma-separated; 'all' for the "
+                                            "whole training split")] = "1000,2000,5000,all",
+    seeds: Annotated[int, typer.Option(help="seeds per point")] = 1,
+    parent_labels: Annotated[str | None, typer.Option(help="separator: a label 'a-b' also gets 'a'")] = None,
+    preset: Annotated[str, typer.Option(help=PRESET_HELP)] = "default",
+    threads: Annotated[int | None, typer.Option(help="torch threads (1 keeps runs comparable)")] = 1,
+    embed_dim: Annotated[int | None, typer.Option(help="word vector size; " + FROM_PRESET)] = None,
+    epochs: Annotated[int | None, typer.Option(help="most epochs; " + FROM_PRESET)] = None,
+) -> None:
+    """Test macro-F1 and tail macro-F1 against the number of training documents: linear TF-IDF,
+    FMLC/ASL and FMLC wide & deep, one wide & deep run per point (training.curves)."""
+    from training import curves as curves_mod
+
+    base = _given(threads=threads, epochs=epochs)
+    if embed_dim is not None:
+        base |= {"embed_dim": embed_dim, "hidden": embed_dim, "attn_dim": embed_dim, "graph_dim": embed_dim}
+    cfg = curves_mod.CurvesConfig(data=data, out=str(out), sizes=curves_mod.parse_sizes(sizes), seeds=seeds,
+                                  parent_labels=parent_labels, preset=preset, base=base)
+    curves_mod.run(cfg)
+    typer.echo(f"wrote {out / 'report.md'}")
 
 
 @app.command("defaults-study")

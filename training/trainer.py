@@ -24,7 +24,7 @@ from fmlc.drift import build_baseline, label_groups
 from fmlc.graph import GraphConfig, build_adjacency, describe
 from fmlc.losses import make_loss
 from fmlc.metrics import evaluate, to_matrix, tune_thresholds
-from fmlc.models import ModelConfig, build_model
+from fmlc.models import FMLCWide, LinearTfidf, ModelConfig, build_model
 from fmlc.text import Tokenizer
 from fmlc.vocab import Vocab
 from training.synth import LABEL_GROUPS
@@ -281,14 +281,15 @@ class TrainResult:
 def _init_model(cfg: TrainConfig, prep: Prepared) -> tuple[torch.nn.Module, dict]:
     net = build_model(model_config(cfg, prep))
     graph_summary: dict = {}
-    if hasattr(net, "embed"):
+    core = net.deep if cfg.model == "fmlc-wide" else net  # the network the steps below set up
+    if hasattr(core, "embed"):
         # "random": every token gets the N(0, 0.1) draw that tokens without a word2vec vector get.
         table = prep.embeddings if cfg.embedding_init == "word2vec" else \
             embedding_matrix(prep.vocab, {}, cfg.network.embed_dim, seed=cfg.seed)[0]
-        net.embed.load_vectors(torch.from_numpy(table))
-    if cfg.model == "fmlc":
+        core.embed.load_vectors(torch.from_numpy(table))
+    if cfg.model in ("fmlc", "fmlc-wide"):
         adjacency = build_adjacency(prep.y["train"], cfg.graph)
-        net.set_adjacency(torch.from_numpy(adjacency))
+        core.set_adjacency(torch.from_numpy(adjacency))
         graph_summary = describe(adjacency, prep.labels) | {"config": cfg.graph.to_dict()}
     if cfg.model == "zacnn":
         rng = np.random.default_rng(cfg.seed)
@@ -334,18 +335,62 @@ def fit(prep: Prepared, cfg: TrainConfig) -> TrainResult:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     if cfg.model == "linear":
-        from training.linear_fit import fit_linear
-
         t0 = time.perf_counter()
         net = build_model(model_config(cfg, prep))
-        fit_linear(net, [prep.vocab.encode(t, cfg.max_len) for t in prep.tokens["train"]], prep.y["train"],
-                   c=cfg.linear_c, seed=cfg.seed, progress=cfg.progress)
+        _fit_linear(net, prep, cfg)
         history = [{"epoch": 1, "seconds": time.perf_counter() - t0}]
         return _finish(cfg, prep, net, {}, history, history[0]["seconds"])
 
     device = torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     net, graph_summary = _init_model(cfg, prep)
+    if cfg.model == "fmlc-wide":
+        # The wide path first (seconds, deterministic), then the deep path by gradient, then the blend.
+        _fit_linear(net.wide, prep, cfg)
+        net.to(device)
+        history, seconds_per_epoch = _train_network(net.deep, prep, cfg, device)
+        components = _fit_blend(net, prep, cfg, device)
+        result = _finish(cfg, prep, net, graph_summary, history, seconds_per_epoch, device)
+        result.metrics["components"] = components
+        return result
     net.to(device)
+    history, seconds_per_epoch = _train_network(net, prep, cfg, device)
+    return _finish(cfg, prep, net, graph_summary, history, seconds_per_epoch, device)
+
+
+def _fit_linear(net: torch.nn.Module, prep: Prepared, cfg: TrainConfig) -> None:
+    from training.linear_fit import fit_linear
+
+    assert isinstance(net, LinearTfidf)
+    fit_linear(net, [prep.vocab.encode(t, cfg.max_len) for t in prep.tokens["train"]], prep.y["train"],
+               c=cfg.linear_c, seed=cfg.seed, progress=cfg.progress)
+
+
+def _fit_blend(net: torch.nn.Module, prep: Prepared, cfg: TrainConfig, device: torch.device) -> dict:
+    """Set FMLC wide & deep's per-label blend from validation (training.wide); returns what each path
+    alone, and one shared weight, score with their own tuned thresholds (for reports)."""
+    from training.wide import choose_blend
+
+    assert isinstance(net, FMLCWide)
+    scores = {split: {"linear": _predict_scores(net.wide, prep, split, cfg, device),
+                      "fmlc": _predict_scores(net.deep, prep, split, cfg, device)}
+              for split in ("valid", "test") if split in prep.y and len(prep.y[split])}
+    blend = choose_blend(prep.y["valid"], scores["valid"]["linear"], scores["valid"]["fmlc"])
+    net.set_blend(torch.from_numpy(blend.weights).to(device))
+    for by_path in scores.values():
+        by_path["one weight"] = blend.shared * by_path["linear"] + (1 - blend.shared) * by_path["fmlc"]
+    components: dict = {"blend": {"weights": blend.weights.tolist(), "shared": blend.shared}}
+    for path in ("linear", "fmlc", "one weight"):
+        thresholds = tune_thresholds(prep.y["valid"], scores["valid"][path])
+        components[path] = {split: _strip(evaluate(prep.y[split], by_path[path], thresholds, prep.train_counts,
+                                                   cfg.tail_below))
+                            for split, by_path in scores.items()}
+    return components
+
+
+def _train_network(net: torch.nn.Module, prep: Prepared, cfg: TrainConfig,
+                   device: torch.device) -> tuple[list[dict], float]:
+    """Gradient training with early stopping on validation macro-F1 (thresholds tuned each epoch);
+    leaves `net` at its best epoch. Returns the history and the mean seconds per epoch."""
     loss_fn = make_loss(cfg.loss, cfg.asl_gamma_neg, cfg.asl_gamma_pos, cfg.asl_margin,
                         cfg.asl_detach_focusing)
     optimiser = torch.optim.Adam([p for p in net.parameters() if p.requires_grad], lr=cfg.lr)
@@ -396,7 +441,7 @@ def fit(prep: Prepared, cfg: TrainConfig) -> TrainResult:
     net.load_state_dict(best_state)
     for h in history:
         h["best"] = h["epoch"] == best_epoch
-    return _finish(cfg, prep, net, graph_summary, history, float(np.mean(epoch_seconds)), device)
+    return history, float(np.mean(epoch_seconds))
 
 
 def _predict_scores(net: torch.nn.Module, prep: Prepared, split: str, cfg: TrainConfig,

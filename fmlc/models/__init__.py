@@ -9,9 +9,11 @@ from fmlc.models.caml import CAML
 from fmlc.models.config import MODEL_NAMES, ModelConfig, ModelOutput
 from fmlc.models.fmlc import FMLC
 from fmlc.models.linear import LinearTfidf
+from fmlc.models.wide import FMLCWide
 from fmlc.models.zacnn import ZACNN
 
 _REGISTRY: dict[str, type[nn.Module]] = {
+    "fmlc-wide": FMLCWide,
     "fmlc": FMLC,
     "bigru-lwan": BiGRULWAN,
     "caml": CAML,
@@ -25,4 +27,4 @@ def build_model(cfg: ModelConfig) -> nn.Module:
 
 
 __all__ = ["MODEL_NAMES", "ModelConfig", "ModelOutput", "build_model", "FMLC", "BiGRULWAN", "CAML",
-           "ZACNN", "LinearTfidf"]
+           "ZACNN", "LinearTfidf", "FMLCWide"]

@@ -7,7 +7,7 @@ from typing import NamedTuple
 
 import torch
 
-MODEL_NAMES = ("fmlc", "bigru-lwan", "caml", "zacnn", "linear")
+MODEL_NAMES = ("fmlc-wide", "fmlc", "bigru-lwan", "caml", "zacnn", "linear")
 
 
 class ModelOutput(NamedTuple):

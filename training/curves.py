@@ -1,0 +1,194 @@
+"""Learning curves of the default model against its two parts: test macro-F1 and tail macro-F1
+against the number of training documents, for linear TF-IDF, FMLC/ASL and FMLC wide & deep.
+
+    fmlc curves --data ../shared/data/ccks2019_fin --out reports/curves/ccks2019_fin \\
+        --sizes 1000,2000,5000,all [--parent-labels -] [--seeds 1] [--threads 1]
+
+The split is the experiment grid's (split seed 0); validation and test stay whole, and the training
+split is cut to the first N documents of one fixed shuffle, so every smaller set lies inside every
+larger one. Each point is one `fmlc train` run of the wide & deep model with the given preset (the
+defaults unless set) on those documents: its two paths are the linear model and FMLC/ASL trained
+alone (training.trainer records both), so one run gives the three rows. Labels without a training
+document at a size cannot be predicted there and drop out of that point's scores (the point records
+how many labels it has). Writes results.json after every point (resumable), report.md and curves.png.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from training.data import Record, load_path, split_records
+from training.experiment import SPLIT_SEED, add_parent_labels, console, split_id
+from training.trainer import PRESETS, TrainConfig, fit, prepare
+
+PATHS = (("linear", "linear TF-IDF"), ("fmlc", "FMLC/ASL"), ("fmlc-wide", "FMLC wide & deep"))
+SUBSET_SEED = 0  # the one shuffle every size cuts from
+
+
+@dataclass
+class CurvesConfig:
+    data: str
+    out: str
+    sizes: list[int | None] = field(default_factory=lambda: [1000, 2000, 5000, None])  # None: all of train
+    seeds: int = 1
+    parent_labels: str | None = None
+    preset: str = "default"
+    base: dict = field(default_factory=dict)  # TrainConfig overrides (flat names)
+
+    def __post_init__(self) -> None:
+        if not self.sizes:
+            raise ValueError("give at least one size")
+        if any(n is not None and n < 10 for n in self.sizes):
+            raise ValueError("each size must be at least 10 documents, or 'all'")
+        if self.seeds < 1:
+            raise ValueError("seeds must be >= 1")
+        if self.preset not in PRESETS:
+            raise ValueError(f"unknown preset {self.preset!r}: choose one of {', '.join(PRESETS)}")
+
+
+def parse_sizes(text: str) -> list[int | None]:
+    """"1000,2000,all" → [1000, 2000, None]."""
+    sizes: list[int | None] = []
+    for part in text.split(","):
+        part = part.strip().lower()
+        if part == "all":
+            sizes.append(None)
+        elif part.isdigit():
+            sizes.append(int(part))
+        else:
+            raise ValueError(f"--sizes takes numbers of documents and 'all', comma-separated; got {part!r}")
+    return sizes
+
+
+def _scores(block: dict) -> dict:
+    """The figures a point keeps of one `evaluate` result (tuned thresholds)."""
+    return {"macro_f1": block["all"]["macro_f1"], "micro_f1": block["all"]["micro_f1"],
+            "tail_macro_f1": block["tail"]["macro_f1"], "tail_labels": block["tail"]["labels"]}
+
+
+def run(cfg: CurvesConfig) -> dict:
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    records = load_path(cfg.data).records
+    if cfg.parent_labels:
+        records = add_parent_labels(records, cfg.parent_labels)
+    splits = split_records(records, seed=SPLIT_SEED)
+    train = splits["train"]
+    order = np.random.default_rng(SUBSET_SEED).permutation(len(train))
+    path = out / "results.json"
+    setup = asdict(cfg) | {"split_id": split_id(splits)}
+    setup.pop("out")
+    setup.pop("seeds")
+    old = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+    results: dict = {"setup": setup, "split_sizes": {k: len(v) for k, v in splits.items()},
+                     "points": old.get("points", {}) if old.get("setup") == setup else {}}
+    for n in cfg.sizes:
+        size = len(train) if n is None or n >= len(train) else n
+        subset: list[Record] = [train[i] for i in sorted(order[:size])]
+        for seed in range(cfg.seeds):
+            key = f"{size}/seed{seed}"
+            if key in results["points"]:
+                continue
+            tcfg = TrainConfig.from_preset(cfg.preset, **(cfg.base | {"model": "fmlc-wide", "seed": seed}))
+            console.print(f"[bold cyan]{key}[/]: {size} training documents, {tcfg.preset} preset")
+            t0 = time.perf_counter()
+            prep = prepare({"train": subset, "valid": splits["valid"], "test": splits["test"]}, tcfg)
+            result = fit(prep, tcfg)
+            parts = result.metrics["components"]
+            point = {"train_docs": size, "seed": seed, "labels": len(prep.labels),
+                     "epochs_run": len(result.history), "seconds": time.perf_counter() - t0,
+                     "blend": parts["blend"]}
+            for name, _ in PATHS:
+                source = result.metrics if name == "fmlc-wide" else parts[name]
+                point[name] = {split: _scores(source[split]["tuned"] if name == "fmlc-wide" else source[split])
+                               for split in ("valid", "test")}
+            point["one weight"] = {split: _scores(parts["one weight"][split]) for split in ("valid", "test")}
+            results["points"][key] = point
+            path.write_text(json.dumps(results, ensure_ascii=False, indent=1), encoding="utf-8")
+            console.print("  test macro-F1 / tail: " + ", ".join(
+                f"{label} {100 * point[name]['test']['macro_f1']:.2f} / "
+                f"{100 * point[name]['test']['tail_macro_f1']:.2f}" for name, label in PATHS))
+    write_report(results, out)
+    return results
+
+
+def summary(results: dict) -> list[dict]:
+    """One row per size: mean over seeds of each path's scores."""
+    by_size: dict[int, list[dict]] = {}
+    for point in results["points"].values():
+        by_size.setdefault(point["train_docs"], []).append(point)
+    rows = []
+    for size in sorted(by_size):
+        points = by_size[size]
+        row: dict = {"train_docs": size, "seeds": len(points), "labels": points[0]["labels"]}
+        for name in (*(p for p, _ in PATHS), "one weight"):
+            row[name] = {split: {k: float(np.mean([p[name][split][k] for p in points]))
+                                 for k in ("macro_f1", "tail_macro_f1", "micro_f1")}
+                         for split in ("valid", "test")}
+        rows.append(row)
+    return rows
+
+
+def write_report(results: dict, out: Path) -> None:
+    rows = summary(results)
+    lines = [f"# Learning curves: {results['setup']['data']}", "",
+             f"Split (seed {SPLIT_SEED}): {results['split_sizes']}; training cut to the first N documents of "
+             f"one shuffle (seed {SUBSET_SEED}), validation and test whole. Preset "
+             f"`{results['setup']['preset']}`"
+             + (f", overrides {results['setup']['base']}" if results['setup']['base'] else "")
+             + (f", parent labels added (separator `{results['setup']['parent_labels']}`)"
+                if results['setup']['parent_labels'] else "") + ".",
+             "", "Macro-F1 / tail macro-F1 in %, thresholds tuned on validation; validation in brackets. "
+             "Bold: the best test figure at that size.", "",
+             "| training docs (labels) | seeds | " + " | ".join(label for _, label in PATHS)
+             + " | wide & deep − best part (test) |",
+             "|---|---|" + "---|" * len(PATHS) + "---|"]
+    for row in rows:
+        cells = []
+        for name, _ in PATHS:
+            t, v = row[name]["test"], row[name]["valid"]
+            best_macro = max(row[p]["test"]["macro_f1"] for p, _ in PATHS)
+            best_tail = max(row[p]["test"]["tail_macro_f1"] for p, _ in PATHS)
+            macro = f"{100 * t['macro_f1']:.2f}"
+            tail = f"{100 * t['tail_macro_f1']:.2f}"
+            cells.append(f"{f'**{macro}**' if t['macro_f1'] == best_macro else macro} / "
+                         f"{f'**{tail}**' if t['tail_macro_f1'] == best_tail else tail} "
+                         f"({100 * v['macro_f1']:.2f} / {100 * v['tail_macro_f1']:.2f})")
+        gain = {k: row["fmlc-wide"]["test"][k] - max(row["linear"]["test"][k], row["fmlc"]["test"][k])
+                for k in ("macro_f1", "tail_macro_f1")}
+        lines.append(f"| {row['train_docs']} ({row['labels']}) | {row['seeds']} | " + " | ".join(cells)
+                     + f" | {100 * gain['macro_f1']:+.2f} / {100 * gain['tail_macro_f1']:+.2f} |")
+    lines += ["", "One shared weight instead of one per label (test macro-F1 / tail): " + ", ".join(
+        f"{row['train_docs']}: {100 * row['one weight']['test']['macro_f1']:.2f} / "
+        f"{100 * row['one weight']['test']['tail_macro_f1']:.2f}" for row in rows) + ".", "",
+        "![curves](curves.png)", ""]
+    (out / "report.md").write_text("\n".join(lines), encoding="utf-8")
+    plot(rows, out / "curves.png", results["setup"]["data"])
+
+
+def plot(rows: list[dict], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    sizes = [r["train_docs"] for r in rows]
+    for ax, key, name in ((axes[0], "macro_f1", "test macro-F1 (%)"), (axes[1], "tail_macro_f1",
+                                                                         "test tail macro-F1 (%)")):
+        for (path_name, label), marker in zip(PATHS, ("s", "o", "^"), strict=True):
+            ax.plot(sizes, [100 * r[path_name]["test"][key] for r in rows], marker=marker, label=label)
+        ax.set_xscale("log")
+        ax.set_xlabel("training documents")
+        ax.set_ylabel(name)
+        ax.grid(alpha=0.3)
+    axes[0].legend()
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
