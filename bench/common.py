@@ -37,9 +37,11 @@ def padded_over_real(lengths: list[int], groups: list[list[int]], batch: int, ma
 
 
 def train_bench_model(out: Path, data: Path = DEFAULT_DATA, epochs: int = 2, max_docs: int = 6000,
-                      dim: int = 300) -> tuple[Path, dict]:
+                      dim: int = 300, model: str = "fmlc") -> tuple[Path, dict]:
     """A paper-dimension FMLC/ASL trained briefly on real data: enough for speed and for the F1 cost
-    of a speed-up (both sides use the same weights), not a quality claim. Reused if present."""
+    of a speed-up (both sides use the same weights), not a quality claim. Reused if present.
+    `model="fmlc-wide"`: the default model with the same settings and seed, whose FMLC path trains
+    exactly as the FMLC/ASL one does (the wide path is fitted first and draws no random numbers)."""
     from training.data import load_path, split_records
     from training.experiment import subset
     from training.trainer import TrainConfig, train
@@ -48,7 +50,7 @@ def train_bench_model(out: Path, data: Path = DEFAULT_DATA, epochs: int = 2, max
     records = subset(records, max_docs, 0) if len(records) > max_docs else records
     splits = split_records(records, seed=0)
     if not (out / "VERSION").exists():
-        cfg = TrainConfig.of(model="fmlc", loss="asl", epochs=epochs, lr=1e-3, embed_dim=dim, hidden=dim, attn_dim=dim,
+        cfg = TrainConfig.of(model=model, loss="asl", epochs=epochs, lr=1e-3, embed_dim=dim, hidden=dim, attn_dim=dim,
                           graph_dim=dim, filters=dim)
         train(splits, cfg, out)
     return out, splits

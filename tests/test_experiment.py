@@ -29,13 +29,23 @@ def test_quick_grid_writes_table_gains_and_plots(tmp_path: Path) -> None:
                 - on_disk["summary"]["methods"][best]["macro_f1"]["mean"])
     assert gains["macro_f1"]["points"] == pytest.approx(expected)
     paired = on_disk["summary"]["paired"]
-    assert set(paired) == set(METHODS) - {"fmlc-asl"} and paired[best]["seeds"] == [0]
+    assert set(paired) == set(METHODS) - {"fmlc-asl", "fmlc-wide"} and paired[best]["seeds"] == [0]
+    # The default model is set against every single method, and against its own two paths.
+    wide = on_disk["summary"]["wide_gains"]["macro_f1"]
+    singles = {m: row["macro_f1"]["mean"] for m, row in on_disk["summary"]["methods"].items() if m != "fmlc-wide"}
+    assert wide["best_single"] == max(singles, key=singles.__getitem__)
+    assert wide["points"] == pytest.approx(on_disk["summary"]["methods"]["fmlc-wide"]["macro_f1"]["mean"]
+                                           - max(singles.values()))
     runs = on_disk["runs"]
+    (rule,) = on_disk["summary"]["wide_rule"]
+    assert rule["valid"]["macro_f1"]["linear"] == pytest.approx(100 * runs["linear/seed0"]["valid_macro_f1"])
+    assert rule["holds_on_valid"]  # the blend's grid holds each path alone
     within_seed = 100 * (runs["fmlc-asl/seed0"]["tuned"]["tail"]["macro_f1"]
                          - runs[f"{best}/seed0"]["tuned"]["tail"]["macro_f1"])
     assert paired[best]["tail_macro_f1"]["per_seed"] == [pytest.approx(within_seed)]
     report = (tmp_path / "report.md").read_text()
     assert "| fmlc-asl |" in report and "**" in report
+    assert "## FMLC wide & deep (the default) against every single method" in report
     # The text names the settings the grid recorded: machine, threads, patience, split seed, the paper's claim.
     assert f"inside the grid on a {os.cpu_count()}-core machine (torch 2 threads)" in report
     assert "(patience 3), one split (seed 0)" in report and "(paper: +3.1)" in report
@@ -210,3 +220,19 @@ def test_reports_name_their_std_and_claim_same_vectors_only_when_recorded(tmp_pa
     assert "same split and vectors" not in report
     assert "provably the same for 1 of 2 pairs" in report
     assert "## External reference: LibMultiLabel on the same split\n" in report
+
+
+def test_a_grid_without_a_split_fingerprint_refuses_runs_on_a_split_of_other_sizes(tmp_path: Path) -> None:
+    from training.synth import write_jsonl
+
+    data = tmp_path / "synth.jsonl"
+    write_jsonl(data, 300, 2)
+    out = tmp_path / "grid"
+    out.mkdir()
+    cfg = ExperimentConfig(data=str(data), out=str(out), seeds=1, quick=True, methods=["linear"])
+    old = {"config": {}, "data": {"split_sizes": {"train": 209, "valid": 46, "test": 45}},
+           "runs": {"linear/seed0": {"method": "linear", "seed": 0}}}
+    (out / "results.json").write_text(json.dumps(old))
+    with pytest.raises(ValueError, match="another --out"):
+        run(cfg)
+    assert json.loads((out / "results.json").read_text()) == old  # nothing was overwritten

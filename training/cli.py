@@ -49,8 +49,8 @@ def synth(n: Annotated[int, typer.Option(help="number of complaints")] = 10_000,
 
 
 PRESET_HELP = ("default (what every option below falls back to; chosen from measurements, reports/defaults/), "
-               "paper (the paper's Adam lr 1e-4 constant for 10 epochs) or small (64 dimensions, lr 3e-3, "
-               "at most 15 epochs: the demo's)")
+               "paper (the paper's model, FMLC alone, at Adam lr 1e-4 constant for 10 epochs) or small "
+               "(64 dimensions, lr 3e-3, at most 15 epochs: the demo's)")
 FROM_PRESET = "unset: the preset's value"
 
 

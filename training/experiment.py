@@ -36,6 +36,8 @@ METHODS: dict[str, dict] = {
     "fmlc-bce": {"model": "fmlc", "loss": "bce"},
     "fmlc-asl": {"model": "fmlc", "loss": "asl"},
     "fmlc-asl-identity": {"model": "fmlc", "loss": "asl", "graph": "identity"},
+    # The default model: linear TF-IDF and FMLC/ASL blended per label on validation (fmlc.models.wide).
+    "fmlc-wide": {"model": "fmlc-wide", "loss": "asl"},
 }
 CONVOLUTIONAL = ("caml", "zacnn")
 PEER_METHODS = ("linear", "bigru-lwan", "caml")
@@ -134,6 +136,12 @@ def run(cfg: ExperimentConfig) -> dict:
     # A resumed grid must be on the split its finished runs had (the split rules can change between
     # versions, e.g. when repeated texts began to be kept together).
     old_split = old.get("data", {}).get("split_id") or saved_split_id(out / "split")
+    old_sizes = old.get("data", {}).get("split_sizes")
+    if old.get("runs") and old_split is None and old_sizes and old_sizes != info["split_sizes"]:
+        # Runs from before the split was fingerprinted: their sizes still show a split of other rules,
+        # and a run added here would not be comparable with them.
+        raise ValueError(f"{results_path} holds runs on a split of {old_sizes} documents; the data now splits "
+                         f"{info['split_sizes']}: write new runs to another --out")
     resuming = _same_grid(old.get("config", {}), asdict(cfg)) and old_split in (None, info["split_id"])
     if old and not resuming and old_split not in (None, info["split_id"]):
         console.print("[yellow]the split differs from the one in results.json: starting the grid afresh[/]")
@@ -170,6 +178,9 @@ def run(cfg: ExperimentConfig) -> dict:
                 "train_seconds": time.perf_counter() - t0,
                 "inference_docs_per_s": _inference_rate(tcfg, prep, result),
             }
+            if "components" in result.metrics:  # what the wide & deep model's two paths score alone
+                results["runs"][key]["valid_tail_macro_f1"] = result.metrics["valid"]["tuned"]["tail"]["macro_f1"]
+                results["runs"][key]["components"] = _component_scores(result.metrics["components"])
             results_path.write_text(json.dumps(results, ensure_ascii=False, indent=1))
             console.print(f"  test macro-F1 {test['tuned']['all']['macro_f1']:.4f} tail "
                           f"{test['tuned']['tail']['macro_f1']:.4f} micro {test['tuned']['all']['micro_f1']:.4f}")
@@ -184,6 +195,14 @@ def run(cfg: ExperimentConfig) -> dict:
     results_path.write_text(json.dumps(results, ensure_ascii=False, indent=1))
     write_report(results, out)
     return results
+
+
+def _component_scores(components: dict) -> dict:
+    """Macro-F1 and tail macro-F1 (tuned thresholds) of each path of a wide & deep run, and its blend."""
+    return {"blend": components["blend"]} | {
+        path: {split: {"macro_f1": components[path][split]["all"]["macro_f1"],
+                       "tail_macro_f1": components[path][split]["tail"]["macro_f1"]} for split in ("valid", "test")}
+        for path in ("linear", "fmlc", "one weight")}
 
 
 def machine() -> dict:

@@ -16,6 +16,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 EARLIER = ("linear", "caml", "zacnn", "bigru-lwan")  # "the best earlier method" of the claim
+WIDE = "fmlc-wide"  # the default model, built from linear and FMLC/ASL: compared with every single method
 COLUMNS = [  # (key in summary, header, path in a run's metrics)
     ("macro_f1", "macro-F1", ("all", "macro_f1")),
     ("micro_f1", "micro-F1", ("all", "micro_f1")),
@@ -74,7 +75,7 @@ def summarise(results: dict, thresholds: str = "tuned") -> dict:
                           "best_baseline": best}
         summary["gains"] = gains
         summary["gains_over_everything_else"] = {}
-        others = [m for m in methods if m != "fmlc-asl"]
+        others = [m for m in methods if m not in ("fmlc-asl", WIDE)]
         for key in GAIN_KEYS:
             best = leader(methods, key, others)
             summary["gains_over_everything_else"][key] = {
@@ -85,7 +86,59 @@ def summarise(results: dict, thresholds: str = "tuned") -> dict:
             summary["gains_over_peer"] = {
                 key: {"points": methods["fmlc-asl"][key]["mean"] - value, "best_peer": name}
                 for key, (name, value) in peer_best.items()}
+    singles = [m for m in methods if m != WIDE]
+    if WIDE in methods and singles:
+        summary["wide_gains"] = {}
+        for key in GAIN_KEYS:
+            best = leader(methods, key, singles)
+            summary["wide_gains"][key] = {"points": methods[WIDE][key]["mean"] - methods[best][key]["mean"],
+                                          "best_single": best}
+        summary["wide_rule"] = wide_rule(results)
     return summary
+
+
+def wide_rule(results: dict) -> list[dict]:
+    """Per wide & deep run, its validation and test figures beside those of its own two paths (the
+    linear model and FMLC/ASL of the same seed): the default rule asks validation to be no worse than
+    the better path."""
+    rows = []
+    for run in results["runs"].values():
+        if run["method"] != WIDE or "components" not in run:
+            continue
+        parts = run["components"]
+        row: dict = {"seed": run["seed"], "blend": parts["blend"]}
+        for split, own in (("valid", {"macro_f1": run["valid_macro_f1"], "tail_macro_f1": run["valid_tail_macro_f1"]}),
+                           ("test", {"macro_f1": run["tuned"]["all"]["macro_f1"],
+                                     "tail_macro_f1": run["tuned"]["tail"]["macro_f1"]})):
+            row[split] = {key: {"wide": 100 * own[key], "linear": 100 * parts["linear"][split][key],
+                                "fmlc": 100 * parts["fmlc"][split][key],
+                                "one_weight": 100 * parts["one weight"][split][key]} for key in GAIN_KEYS}
+        row["holds_on_valid"] = all(row["valid"][k]["wide"] >= max(row["valid"][k]["linear"], row["valid"][k]["fmlc"])
+                                    for k in GAIN_KEYS)
+        rows.append(row)
+    return sorted(rows, key=lambda r: r["seed"])
+
+
+def _wide_lines(summary: dict) -> list[str]:
+    if "wide_gains" not in summary:
+        return []
+    g = summary["wide_gains"]
+    lines = ["", "## FMLC wide & deep (the default) against every single method",
+             f"- macro-F1: {g['macro_f1']['points']:+.2f} points over {g['macro_f1']['best_single']}",
+             f"- tail macro-F1: {g['tail_macro_f1']['points']:+.2f} points over {g['tail_macro_f1']['best_single']}"]
+    if summary.get("wide_rule"):
+        lines += ["", "Each run beside its own two paths (same seed), macro-F1 / tail macro-F1; the default rule "
+                  "asks validation to be no worse than the better path:", "",
+                  "| seed | split | wide & deep | linear path | FMLC/ASL path | one shared weight | "
+                  "rule on validation |",
+                  "|---|---|---|---|---|---|---|"]
+        for row in summary["wide_rule"]:
+            for split in ("valid", "test"):
+                cells = [" / ".join(f"{row[split][k][name]:.2f}" for k in GAIN_KEYS)
+                         for name in ("wide", "linear", "fmlc", "one_weight")]
+                holds = ("holds" if row["holds_on_valid"] else "fails") if split == "valid" else ""
+                lines.append(f"| {row['seed']} | {split} | " + " | ".join(cells) + f" | {holds} |")
+    return lines
 
 
 def paired_gains(results: dict, thresholds: str = "tuned") -> dict:
@@ -97,7 +150,7 @@ def paired_gains(results: dict, thresholds: str = "tuned") -> dict:
     """
     runs = results["runs"]
     own = {r["seed"]: r for r in runs.values() if r["method"] == "fmlc-asl"}
-    present = {r["method"] for r in runs.values()} - {"fmlc-asl"}
+    present = {r["method"] for r in runs.values()} - {"fmlc-asl", WIDE}
     others = [m for m in EARLIER if m in present] + sorted(present - set(EARLIER))  # baselines, then ablations
     paired: dict = {}
     for other in others:
@@ -328,6 +381,7 @@ def write_report(results: dict, out: Path) -> None:
             lines += [f"- against LibMultiLabel (its best method and threshold rule for each figure): macro-F1 "
                       f"{p['macro_f1']['points']:+.2f} (vs {p['macro_f1']['best_peer']}), tail "
                       f"{p['tail_macro_f1']['points']:+.2f} (vs {p['tail_macro_f1']['best_peer']})"]
+    lines += _wide_lines(summary)
     lines += _paired_lines(summary.get("paired", {}), results["runs"])
     lines += _graph_effect_lines(results)
     if "peer" in results:

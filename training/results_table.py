@@ -22,6 +22,7 @@ ROWS = [  # (method key, README label)
     ("fmlc-bce", "FMLC/BCE (ablation)"),
     ("fmlc-asl", "**FMLC/ASL**"),
     ("fmlc-asl-identity", "FMLC/ASL, identity graph (ablation)"),
+    ("fmlc-wide", "FMLC wide & deep (the default)"),
 ]
 
 
@@ -54,6 +55,15 @@ def _lead(summary: dict) -> str:
     return text
 
 
+def _wide_lead(summary: dict) -> str:
+    gains = summary.get("wide_gains")
+    if not gains:
+        return "not run"
+    a, t = gains["macro_f1"], gains["tail_macro_f1"]
+    over = a["best_single"] if a["best_single"] == t["best_single"] else f"{a['best_single']} / {t['best_single']}"
+    return f"{a['points']:+.2f} / {t['points']:+.2f} over {over}"
+
+
 def table(reports: list[Path], names: list[str] | None = None) -> str:
     names = names or [p.name for p in reports]
     if len(names) != len(reports):
@@ -82,6 +92,9 @@ def table(reports: list[Path], names: list[str] | None = None) -> str:
                           f"{a:.2f} ({a_name}) / {t:.2f} ({t_name})")
     lines.append("| LibMultiLabel, best row | " + " | ".join(peer_cells) + " |")
     lines.append("| FMLC/ASL − best earlier method | " + " | ".join(_lead(s) for s in summaries) + " |")
+    if any("wide_gains" in s for s in summaries):
+        lines.append("| FMLC wide & deep − best single method | " + " | ".join(_wide_lead(s) for s in summaries)
+                     + " |")
     return "\n".join(lines)
 
 

@@ -73,8 +73,8 @@ def ensure_model(cfg: DemoConfig) -> Path:
     train = cfg.workdir / "train.jsonl"
     _fmlc("synth", "--n", str(cfg.n_train), "--seed", "0", "--out", str(train))
     epochs = ["--epochs", str(cfg.epochs)] if cfg.epochs else []
-    _fmlc("train", "--data", str(train), "--out", str(model), "--model", "fmlc", "--loss", "asl",
-          "--preset", cfg.preset, *epochs,
+    # The default model (FMLC wide & deep), as a user's `fmlc train` makes it.
+    _fmlc("train", "--data", str(train), "--out", str(model), "--preset", cfg.preset, *epochs,
           # One thread: two OpenMP threads on a busy 2-core machine ran GRU training 5-100x slower (measured).
           "--threads", "1")
     return model

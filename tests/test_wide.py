@@ -1,0 +1,143 @@
+"""FMLC wide & deep: the blend of the linear and the FMLC path, how its weights are chosen on
+validation, training it, serving it, and the learning curves built from its runs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from model_fixtures import TINY, synthetic_splits
+
+from fmlc.models import ModelConfig, build_model
+from training.wide import choose_blend, per_label_f1
+
+
+def _wide(n_labels: int = 3, vocab: int = 40) -> torch.nn.Module:
+    torch.manual_seed(0)
+    net = build_model(ModelConfig(model="fmlc-wide", vocab_size=vocab, n_labels=n_labels, embed_dim=8, hidden=8,
+                                  attn_dim=8, graph_dim=8))
+    with torch.no_grad():  # a fitted-looking wide path: some idf and weights
+        net.wide.idf.uniform_(0.5, 2.0)
+        net.wide.coef.normal_(0, 3.0)
+        net.wide.intercept.normal_(0, 1.0)
+    return net.eval()
+
+
+def test_the_blend_weight_moves_each_label_from_one_path_to_the_other() -> None:
+    net = _wide()
+    ids = torch.randint(2, 40, (4, 12))
+    mask = torch.ones_like(ids, dtype=torch.bool)
+    mask[0, 8:] = False
+    with torch.no_grad():
+        p_wide = torch.sigmoid(net.wide(ids, mask).logits)
+        p_deep = torch.sigmoid(net.deep(ids, mask).logits)
+        net.set_blend(torch.tensor([0.0, 1.0, 0.25]))
+        out = net(ids, mask)
+    p = torch.sigmoid(out.logits)
+    torch.testing.assert_close(p[:, 0], p_deep[:, 0], atol=1e-5, rtol=0)
+    torch.testing.assert_close(p[:, 1], p_wide[:, 1], atol=1e-5, rtol=0)
+    torch.testing.assert_close(p[:, 2], 0.25 * p_wide[:, 2] + 0.75 * p_deep[:, 2], atol=1e-5, rtol=0)
+    # Evidence: one distribution over positions per label, nothing on padding.
+    assert out.attention.shape == (4, 3, 12)
+    torch.testing.assert_close(out.attention.sum(-1)[0], torch.ones(3), atol=1e-4, rtol=0)
+    assert float(out.attention[0, :, 8:].abs().max()) < 1e-6
+    with pytest.raises(ValueError, match="in \\[0, 1\\]"):
+        net.set_blend(torch.tensor([0.0, 1.5, 0.0]))
+
+
+def test_choose_blend_takes_each_label_from_the_path_that_reads_it() -> None:
+    rng = np.random.default_rng(0)
+    y = rng.random((300, 2)) < 0.3
+    noise = rng.random((300, 2))
+    wide = np.where(np.arange(2) == 0, y * 0.8 + 0.1, noise)  # label 0: the linear path is right
+    deep = np.where(np.arange(2) == 1, y * 0.8 + 0.1, noise)  # label 1: the FMLC path is right
+    blend = choose_blend(y, wide.astype(np.float32), deep.astype(np.float32))
+    assert blend.weights[0] > 0.5 and blend.weights[1] < 0.5
+    with pytest.raises(ValueError, match="shapes differ"):
+        choose_blend(y, wide[:, :1], deep)
+
+
+def test_on_validation_the_blend_is_never_below_either_path_label_by_label() -> None:
+    rng = np.random.default_rng(1)
+    y = rng.random((200, 6)) < 0.2
+    wide = np.clip(y * 0.3 + rng.random((200, 6)) * 0.7, 0, 1).astype(np.float32)
+    deep = np.clip(y * 0.2 + rng.random((200, 6)) * 0.8, 0, 1).astype(np.float32)
+    blend = choose_blend(y, wide, deep)
+    from fmlc.metrics import tune_thresholds
+
+    mixed = blend.weights * wide + (1 - blend.weights) * deep
+    f1 = per_label_f1(y, mixed, tune_thresholds(y, mixed))
+    for path in (wide, deep):
+        assert (f1 >= per_label_f1(y, path, tune_thresholds(y, path)) - 1e-9).all()
+
+
+@pytest.fixture(scope="module")
+def wide_training(tmp_path_factory: pytest.TempPathFactory):
+    from training.trainer import TrainConfig, train
+
+    out = tmp_path_factory.mktemp("models") / "tiny-wide"
+    return train(synthetic_splits(1200, seed=4), TrainConfig.of(model="fmlc-wide", **TINY), out)
+
+
+def test_training_records_both_paths_and_validation_holds_the_default_rule(wide_training) -> None:
+    metrics = wide_training.metrics
+    parts = metrics["components"]
+    weights = np.asarray(parts["blend"]["weights"])
+    assert weights.shape == (metrics["labels"],) and set(np.unique(weights)) <= {0.0, 0.25, 0.5, 0.75, 1.0}
+    for key in ("all", "tail"):
+        own = metrics["valid"]["tuned"][key]["macro_f1"]
+        assert own >= max(parts["linear"]["valid"][key]["macro_f1"], parts["fmlc"]["valid"][key]["macro_f1"]) - 1e-9
+    saved = json.loads((wide_training.path / "metrics.json").read_text())
+    assert saved["components"]["blend"]["weights"] == parts["blend"]["weights"]
+
+
+def test_the_served_wide_model_is_the_blend_of_its_paths(wide_training) -> None:
+    from fmlc.predictor import Predictor
+
+    predictor = Predictor.load(wide_training.path)
+    net = predictor.model
+    texts = ["平台暴力催收，每天打电话骚扰我的家人", "提现三天了还没有到账，客服不回复",
+             "利息太高，合同写的年化利率不对"]
+    tokens = predictor.tokenize(texts)
+    ids = [predictor.artifact.vocab.encode(t, predictor.max_len) for t in tokens]
+    from fmlc.batching import pad_batch
+
+    batch, mask = pad_batch(ids, torch.device("cpu"))
+    with torch.no_grad():
+        expected = (net.blend * torch.sigmoid(net.wide(batch, mask).logits)
+                    + (1 - net.blend) * torch.sigmoid(net.deep(batch, mask).logits))
+    np.testing.assert_allclose(predictor.scores(tokens), expected.numpy(), atol=1e-5)
+    for prediction, doc in zip(predictor.predict(texts), tokens, strict=True):
+        for label in prediction.labels:  # evidence tokens come from the text
+            assert label.evidence and set(label.evidence) <= set(doc)
+    int8 = Predictor.load(wide_training.path, quantize="int8")  # the wide path is left in fp32
+    assert np.abs(int8.scores(tokens) - predictor.scores(tokens)).max() < 0.1
+
+
+def test_curves_write_one_point_per_size_with_three_rows_and_resume(tmp_path: Path) -> None:
+    from training.curves import CurvesConfig, parse_sizes, run
+    from training.synth import write_jsonl
+
+    data = tmp_path / "synth.jsonl"
+    write_jsonl(data, 700, 5)
+    base = {k: v for k, v in TINY.items() if k not in ("progress",)} | {"epochs": 2}
+    cfg = CurvesConfig(data=str(data), out=str(tmp_path / "curves"), sizes=parse_sizes("150,all"), base=base)
+    results = run(cfg)
+    points = results["points"]
+    assert sorted(p["train_docs"] for p in points.values()) == [150, results["split_sizes"]["train"]]
+    for point in points.values():
+        for path in ("linear", "fmlc", "fmlc-wide"):
+            assert 0 <= point[path]["test"]["macro_f1"] <= 1
+        assert point["fmlc-wide"]["valid"]["macro_f1"] >= max(point["linear"]["valid"]["macro_f1"],
+                                                              point["fmlc"]["valid"]["macro_f1"]) - 1e-9
+    report = (tmp_path / "curves" / "report.md").read_text()
+    assert report.count("| 1 |") == 2 and "FMLC wide & deep" in report
+    assert (tmp_path / "curves" / "curves.png").stat().st_size > 5000
+    mtime = (tmp_path / "curves" / "results.json").stat().st_mtime_ns
+    assert run(cfg)["points"] == points  # finished points are kept, not trained again
+    assert (tmp_path / "curves" / "results.json").stat().st_mtime_ns == mtime
+    with pytest.raises(ValueError, match="comma-separated"):
+        parse_sizes("1000,lots")
