@@ -141,3 +141,39 @@ def test_curves_write_one_point_per_size_with_three_rows_and_resume(tmp_path: Pa
     assert (tmp_path / "curves" / "results.json").stat().st_mtime_ns == mtime
     with pytest.raises(ValueError, match="comma-separated"):
         parse_sizes("1000,lots")
+    from training.curves import write_index
+
+    index = write_index(tmp_path)
+    assert index.count("| [curves](curves/report.md) |") == 2 and "holds" in index and "fails" not in index
+
+
+@pytest.mark.slow
+def test_the_worker_serves_the_default_model_with_evidence(kafka_broker, redis_server, wide_training) -> None:
+    from training.synth import generate
+    from worker.testkit import ThreadWorker, TopicReader, message, produce, worker_settings
+
+    s = worker_settings(kafka_broker.bootstrap, wide_training.path, redis_url=redis_server.url, batch_size=16,
+                        max_wait_ms=20)
+    items = [(f"w-{i:03d}", d["text"]) for i, d in enumerate(generate(40, 21))]
+    with ThreadWorker(s) as w:
+        w.wait_ready()
+        produce(kafka_broker.bootstrap, s.input_topic, [(cid.encode(), message(cid, text)) for cid, text in items])
+        reader = TopicReader(kafka_broker.bootstrap, s.output_topic)
+        reader.wait(lambda r: len(r) >= len(items), 60, "40 outputs")
+        outs = reader.drain()
+        reader.close()
+        model = w.app.model
+        assert model is not None and model.version == wide_training.version
+        served = {json.loads(r.value)["id"]: json.loads(r.value) for r in outs}
+        assert set(served) == {cid for cid, _ in items}
+        # The worker's labels are the Predictor's, and every label carries evidence from its text.
+        # (Other batch shapes can move a score near its threshold by float rounding: allow two texts.)
+        texts = [text for _, text in items]
+        expected = model.predictor.predict(texts)
+        same = sum({lab["label"] for lab in served[cid]["labels"]} == {lab.label for lab in prediction.labels}
+                   for (cid, _), prediction in zip(items, expected, strict=True))
+        assert same >= len(items) - 2
+        for (cid, _), tokens in zip(items, model.predictor.tokenize(texts), strict=True):
+            for lab in served[cid]["labels"]:
+                assert lab["evidence"] and set(lab["evidence"]) <= set(tokens)
+        assert w.stop() == 0

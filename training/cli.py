@@ -296,8 +296,10 @@ def sensitivity(
 @app.command()
 @user_errors
 def curves(
-    data: Annotated[str, typer.Option(help="JSONL/CSV file or a directory of JSONL files")],
-    out: Annotated[Path, typer.Option(help="report folder (results.json, report.md, curves.png)")],
+    data: Annotated[str | None, typer.Option(help="JSONL/CSV file or a directory of JSONL files")] = None,
+    out: Annotated[Path | None, typer.Option(help="report folder (results.json, report.md, curves.png)")] = None,
+    index: Annotated[Path | None, typer.Option(help="only write FOLDER/README.md: one table over the curves "
+                                                    "reports in FOLDER")] = None,
     sizes: Annotated[str, typer.Option(help="training documents per point, comma-separated; 'all' for the "
                                             "whole training split")] = "1000,2000,5000,all",
     seeds: Annotated[int, typer.Option(help="seeds per point")] = 1,
@@ -311,6 +313,12 @@ def curves(
     FMLC/ASL and FMLC wide & deep, one wide & deep run per point (training.curves)."""
     from training import curves as curves_mod
 
+    if index is not None:
+        curves_mod.write_index(index)
+        typer.echo(f"wrote {index / 'README.md'}")
+        return
+    if data is None or out is None:
+        raise typer.BadParameter("give --data and --out (or --index FOLDER)")
     base = _given(threads=threads, epochs=epochs)
     if embed_dim is not None:
         base |= {"embed_dim": embed_dim, "hidden": embed_dim, "attn_dim": embed_dim, "graph_dim": embed_dim}

@@ -11,6 +11,8 @@ defaults unless set) on those documents: its two paths are the linear model and 
 alone (training.trainer records both), so one run gives the three rows. Labels without a training
 document at a size cannot be predicted there and drop out of that point's scores (the point records
 how many labels it has). Writes results.json after every point (resumable), report.md and curves.png.
+
+    fmlc curves --index reports/curves     # reports/curves/README.md: every set's points in one table
 """
 
 from __future__ import annotations
@@ -192,3 +194,34 @@ def plot(rows: list[dict], path: Path, title: str) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def write_index(folder: Path) -> str:
+    """One table over every curves report under `folder` (its README.md): test macro-F1 / tail of the
+    three models per set and size, and whether validation kept the default rule (the wide & deep
+    model no worse than the better of linear and FMLC/ASL, on macro-F1 and on tail macro-F1)."""
+    lines = ["# The default model against its parts, by set and training size", "",
+             "Test macro-F1 / tail macro-F1 in % (mean over the seeds run), thresholds tuned on validation. "
+             "Rule: on validation, FMLC wide & deep is no worse than the better of linear and FMLC/ASL on "
+             "both figures. Written by `fmlc curves --index` from each folder's results.json.", "",
+             "| set | training docs | seeds | " + " | ".join(label for _, label in PATHS)
+             + " | wide & deep − best part | rule on validation |",
+             "|---|---|---|" + "---|" * len(PATHS) + "---|---|"]
+    reports = sorted(p.parent for p in folder.glob("*/results.json"))
+    if not reports:
+        raise FileNotFoundError(f"no curves reports (*/results.json) under {folder}: run `fmlc curves` first")
+    for report in reports:
+        results = json.loads((report / "results.json").read_text(encoding="utf-8"))
+        for row in summary(results):
+            cells = [f"{100 * row[name]['test']['macro_f1']:.2f} / {100 * row[name]['test']['tail_macro_f1']:.2f}"
+                     for name, _ in PATHS]
+            gain = [100 * (row["fmlc-wide"]["test"][k] - max(row["linear"]["test"][k], row["fmlc"]["test"][k]))
+                    for k in ("macro_f1", "tail_macro_f1")]
+            holds = all(row["fmlc-wide"]["valid"][k] >= max(row["linear"]["valid"][k], row["fmlc"]["valid"][k])
+                        for k in ("macro_f1", "tail_macro_f1"))
+            lines.append(f"| [{report.name}]({report.name}/report.md) | {row['train_docs']} | {row['seeds']} | "
+                         + " | ".join(cells) + f" | {gain[0]:+.2f} / {gain[1]:+.2f} | "
+                         + ("holds" if holds else "**fails**") + " |")
+    text = "\n".join(lines) + "\n"
+    (folder / "README.md").write_text(text, encoding="utf-8")
+    return text
