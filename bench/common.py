@@ -40,8 +40,7 @@ def train_bench_model(out: Path, data: Path = DEFAULT_DATA, epochs: int = 2, max
                       dim: int = 300, model: str = "fmlc") -> tuple[Path, dict]:
     """A paper-dimension FMLC/ASL trained briefly on real data: enough for speed and for the F1 cost
     of a speed-up (both sides use the same weights), not a quality claim. Reused if present.
-    `model="fmlc-wide"`: the default model with the same settings and seed, whose FMLC path trains
-    exactly as the FMLC/ASL one does (the wide path is fitted first and draws no random numbers)."""
+    `model="fmlc-wide"`: the default model with the same settings and seed (its own word2vec draw)."""
     from training.data import load_path, split_records
     from training.experiment import subset
     from training.trainer import TrainConfig, train

@@ -177,3 +177,26 @@ def test_the_worker_serves_the_default_model_with_evidence(kafka_broker, redis_s
             for lab in served[cid]["labels"]:
                 assert lab["evidence"] and set(lab["evidence"]) <= set(tokens)
         assert w.stop() == 0
+
+
+def test_the_default_is_wide_and_deep_and_the_paper_preset_is_the_papers_model() -> None:
+    from training.trainer import TrainConfig
+
+    assert TrainConfig().model == "fmlc-wide"
+    assert TrainConfig.from_preset("paper").model == "fmlc"
+    assert TrainConfig.from_preset("paper", model="fmlc-wide").model == "fmlc-wide"  # an explicit choice wins
+
+
+def test_the_bench_serves_the_fmlc_path_of_a_wide_model_alone(wide_training) -> None:
+    from bench.model_speed import deep_path
+    from fmlc.batching import pad_batch
+    from fmlc.predictor import Predictor
+
+    wide = Predictor.load(wide_training.path)
+    deep = Predictor(deep_path(wide.artifact))
+    tokens = wide.tokenize(["平台暴力催收，每天打电话骚扰我的家人", "提现三天了还没有到账"])
+    batch, mask = pad_batch([wide.artifact.vocab.encode(t, wide.max_len) for t in tokens], torch.device("cpu"))
+    with torch.no_grad():
+        expected = torch.sigmoid(wide.model.deep(batch, mask).logits).numpy()
+    np.testing.assert_allclose(deep.scores(tokens), expected, atol=1e-6)
+    assert type(deep.model).__name__ == "FMLC"

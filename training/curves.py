@@ -83,12 +83,15 @@ def run(cfg: CurvesConfig) -> dict:
     train = splits["train"]
     order = np.random.default_rng(SUBSET_SEED).permutation(len(train))
     path = out / "results.json"
-    setup = asdict(cfg) | {"split_id": split_id(splits)}
-    setup.pop("out")
-    setup.pop("seeds")
+    # Points are keyed by size and seed, so the sizes and seeds asked for are not part of the setup;
+    # the data is named by its split's fingerprint, not by the path it was given as.
+    setup = {k: v for k, v in asdict(cfg).items() if k not in ("out", "seeds", "sizes", "data")}
+    setup["split_id"] = split_id(splits)
     old = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
-    results: dict = {"setup": setup, "split_sizes": {k: len(v) for k, v in splits.items()},
-                     "points": old.get("points", {}) if old.get("setup") == setup else {}}
+    if old.get("points") and old.get("setup") != setup:
+        raise ValueError(f"{path} holds points of another setup ({old.get('setup')}); write these to another --out")
+    results: dict = {"setup": setup, "data": cfg.data, "split_sizes": {k: len(v) for k, v in splits.items()},
+                     "points": old.get("points", {})}
     for n in cfg.sizes:
         size = len(train) if n is None or n >= len(train) else n
         subset: list[Record] = [train[i] for i in sorted(order[:size])]
@@ -112,6 +115,7 @@ def run(cfg: CurvesConfig) -> dict:
             point["one weight"] = {split: _scores(parts["one weight"][split]) for split in ("valid", "test")}
             results["points"][key] = point
             path.write_text(json.dumps(results, ensure_ascii=False, indent=1), encoding="utf-8")
+            write_report(results, out)
             console.print("  test macro-F1 / tail: " + ", ".join(
                 f"{label} {100 * point[name]['test']['macro_f1']:.2f} / "
                 f"{100 * point[name]['test']['tail_macro_f1']:.2f}" for name, label in PATHS))
@@ -138,7 +142,7 @@ def summary(results: dict) -> list[dict]:
 
 def write_report(results: dict, out: Path) -> None:
     rows = summary(results)
-    lines = [f"# Learning curves: {results['setup']['data']}", "",
+    lines = [f"# Learning curves: {results['data']}", "",
              f"Split (seed {SPLIT_SEED}): {results['split_sizes']}; training cut to the first N documents of "
              f"one shuffle (seed {SUBSET_SEED}), validation and test whole. Preset "
              f"`{results['setup']['preset']}`"
@@ -146,7 +150,10 @@ def write_report(results: dict, out: Path) -> None:
              + (f", parent labels added (separator `{results['setup']['parent_labels']}`)"
                 if results['setup']['parent_labels'] else "") + ".",
              "", "Macro-F1 / tail macro-F1 in %, thresholds tuned on validation; validation in brackets. "
-             "Bold: the best test figure at that size.", "",
+             "Bold: the best test figure at that size. Tail labels are those with fewer than 100 documents in "
+             "that size's training set, so the tail is a different set of labels at each size: compare the three "
+             "models within a size, not a model across sizes. On validation the wide & deep model cannot fall "
+             "below either part (each label's weight may be 0 or 1); test is where it can.", "",
              "| training docs (labels) | seeds | " + " | ".join(label for _, label in PATHS)
              + " | wide & deep − best part (test) |",
              "|---|---|" + "---|" * len(PATHS) + "---|"]
@@ -170,7 +177,7 @@ def write_report(results: dict, out: Path) -> None:
         f"{100 * row['one weight']['test']['tail_macro_f1']:.2f}" for row in rows) + ".", "",
         "![curves](curves.png)", ""]
     (out / "report.md").write_text("\n".join(lines), encoding="utf-8")
-    plot(rows, out / "curves.png", results["setup"]["data"])
+    plot(rows, out / "curves.png", results["data"])
 
 
 def plot(rows: list[dict], path: Path, title: str) -> None:

@@ -34,19 +34,20 @@ class FMLCWide(nn.Module):
         self.register_buffer("blend", torch.zeros(cfg.n_labels))
 
     def set_blend(self, weights: torch.Tensor) -> None:
-        if weights.shape != self.blend.shape or bool(((weights < 0) | (weights > 1)).any()):
+        if weights.shape != self.blend.shape or not bool(((weights >= 0) & (weights <= 1)).all()):
             raise ValueError(f"blend weights must be {tuple(self.blend.shape)} values in [0, 1]")
         self.blend.copy_(weights)
 
     def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> ModelOutput:
         wide = self.wide(ids, mask)  # logits [B, L], contributions [B, L, T]
         deep = self.deep(ids, mask)  # logits [B, L], attention [B, L, T]
-        beta = self.blend.to(deep.logits.dtype)
-        p = beta * torch.sigmoid(wide.logits) + (1 - beta) * torch.sigmoid(deep.logits)  # [B, L]
+        # In fp32 even under autocast: in half precision 1 - 1e-6 rounds to 1 and the logit to inf.
+        beta = self.blend.float()
+        p = beta * torch.sigmoid(wide.logits.float()) + (1 - beta) * torch.sigmoid(deep.logits.float())  # [B, L]
         p = p.clamp(_EPS, 1 - _EPS)
         # Evidence: the wide path's token contributions, made a distribution over positions like the
         # attention, weighted as the probabilities are.
         assert wide.attention is not None and deep.attention is not None
         contrib = wide.attention / wide.attention.sum(-1, keepdim=True).clamp(min=1e-12)  # [B, L, T]
-        attention = beta[None, :, None] * contrib + (1 - beta)[None, :, None] * deep.attention
+        attention = beta[None, :, None] * contrib.float() + (1 - beta)[None, :, None] * deep.attention.float()
         return ModelOutput(torch.log(p) - torch.log1p(-p), attention)
