@@ -51,7 +51,7 @@ def test_readme_is_a_front_door() -> None:
     assert len(text) <= README_MAX_CHARS, f"README.md has {len(text)} characters, at most {README_MAX_CHARS}"
     assert text.splitlines()[2:6] == ["```bash",
                                       "make demo    # set-up + the main job on the embedded synthetic complaints "
-                                      "(about 5 minutes on 2 cores)",
+                                      "(about 8 minutes on 2 cores)",
                                       "make test    # set-up + lint + the test suite (real Redis, real "
                                       "Kafka-protocol broker, real Prometheus)", "```"]
 
