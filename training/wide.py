@@ -13,19 +13,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from fmlc.metrics import tune_thresholds
+from fmlc.metrics import per_label_f1, tune_thresholds
 
 BLEND_GRID = (0.0, 0.25, 0.5, 0.75, 1.0)
-
-
-def per_label_f1(y_true: np.ndarray, scores: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
-    """F1 of each label at its threshold: [N, L] → [L] (a label without positives or predictions: 0)."""
-    y = np.asarray(y_true, dtype=bool)
-    pred = scores >= thresholds[None, :]
-    tp = (pred & y).sum(0)
-    fp = (pred & ~y).sum(0)
-    fn = (~pred & y).sum(0)
-    return 2 * tp / np.maximum(2 * tp + fp + fn, 1)
 
 
 @dataclass(frozen=True)
@@ -40,7 +30,7 @@ def choose_blend(y_valid: np.ndarray, wide: np.ndarray, deep: np.ndarray,
     """wide, deep: validation probabilities [N, L] of the linear and the FMLC path."""
     if wide.shape != deep.shape or wide.shape != np.shape(y_valid):
         raise ValueError(f"shapes differ: labels {np.shape(y_valid)}, wide {wide.shape}, deep {deep.shape}")
-    f1 = np.stack([per_label_f1(y_valid, b, tune_thresholds(y_valid, b))
+    f1 = np.stack([per_label_f1(y_valid, b >= tune_thresholds(y_valid, b))
                    for b in (w * wide + (1 - w) * deep for w in grid)])  # [G, L]
     grid_arr = np.asarray(grid)
     shared = int(np.argmax(f1.mean(axis=1)))
