@@ -166,7 +166,10 @@ def markdown(p: dict) -> list[str]:
         verdict = {True: "kept", False: "not kept (needs >= 1.10x int8 with no F1 cost)",
                    None: "not measured (see its row)"}[o["keep_other_path"]]
         lines += ["", f"torch.compile: {verdict}."]
-    lines += ["", "Not measured here: " + p["not_measured"]]
+    if "about" in p:
+        lines += ["", p["about"]]
+    if "not_measured" in p:
+        lines += ["", "Not measured here: " + p["not_measured"]]
     return lines
 
 
@@ -185,6 +188,7 @@ def main() -> None:
     ap.add_argument("--no-worker", action="store_true", help="skip the worker runs (F1 and agreement only)")
     ap.add_argument("--no-compile", action="store_true", help="skip torch.compile (minutes to compile on 2 cores)")
     ap.add_argument("--name", default=NAME, help="results file name under bench/results/")
+    ap.add_argument("--about", help="a sentence on how --model was trained, written under the results")
     args = ap.parse_args()
     torch.set_num_threads(1)
     from bench.common import ccks_texts
@@ -207,16 +211,20 @@ def main() -> None:
         payload["f1"].append({"what": "its ccks2019_fin test split", **f1_cost(model_dir, texts, labels)})
     from fmlc import Predictor
 
-    pool = ccks_texts()
+    # With --data the label sets are compared on the texts the model was trained for.
+    pool = texts if args.model and args.data else ccks_texts()
     payload["agreement"] = agreement(Predictor.load(model_dir, device="cpu"),
                                      Predictor.load(model_dir, device="cpu", quantize="int8"),
                                      pool[-args.agreement_docs:])
     payload["other_path"] = other_cpu_path(model_dir, texts, labels, compile_model=not args.no_compile)
     if not args.no_worker:
         payload["worker"] = worker_side_by_side(model_dir, pool, args.messages, args.rounds, args.limit_docs)
-    payload["not_measured"] = ("the F1 cost with paper-dimension models trained to convergence on ccks2019_fin and "
-                               "duee1.0 (training them is beyond this run; `python -m bench.quantize --model DIR "
-                               "--data TEST_FILE` measures it for a given artifact).")
+    if args.about:
+        payload["about"] = args.about
+    if not (args.model and args.data):
+        payload["not_measured"] = ("the F1 cost with paper-dimension models trained to convergence on ccks2019_fin "
+                                   "and duee1.0 (`python -m bench.quantize --model DIR --data TEST_FILE` measures it "
+                                   "for a given artifact).")
     payload["seconds"] = time.time() - t0
     md = markdown(payload)
     write_results(args.name, payload, md)
