@@ -143,6 +143,11 @@ def test_the_quantize_bench_helpers_on_the_tiny_model(tiny_model_dir: Path, tiny
                           "duplicates": 0}}
     md = "\n".join(bq.markdown(payload))
     assert "Median int8 / fp32: 1.67x** (target >= 1.6x: met)" in md and "| 1 | 110 | 170 | 1.55 |" in md
+    assert "Not measured here: nothing" in md
+    del payload["not_measured"]
+    payload["about"] = "Model: trained to early stopping."
+    md = "\n".join(bq.markdown(payload))
+    assert "Not measured" not in md and md.endswith("Model: trained to early stopping.")
 
 
 def test_fmlc_predict_takes_quantize_and_refuses_an_unknown_mode(tiny_model_dir: Path) -> None:
