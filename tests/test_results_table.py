@@ -36,7 +36,9 @@ def test_table_recomputes_means_leads_and_seed_wins(tmp_path: Path) -> None:
     # Set A: +1.00 / +3.50 over BiGRU-LWAN, ahead on seed 0 (+3 / +5) but not seed 1 (-1 / +2) on macro-F1.
     assert "+1.00 / +3.50 over bigru-lwan; ahead on 1 of 2 / 2 of 2 seeds, worst seed -1.00 / +2.00" in lead
     assert "-10.00 / +10.00 over linear" in lead
-    assert rows["LibMultiLabel, best row"] == "| LibMultiLabel, best row | not run | not run |"
+    assert rows["linear TF-IDF"] == "| linear TF-IDF | not run | **50.00** / 20.00 (1) |"
+    # Rows run in no report (CAML, the ablations, LibMultiLabel, the default here) are left out.
+    assert set(rows) == {"linear TF-IDF", "BiGRU-LWAN", "**FMLC/ASL**", "FMLC/ASL − best earlier method"}
 
 
 def test_table_names_must_match_reports_and_results_must_exist(tmp_path: Path) -> None:

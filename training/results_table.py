@@ -79,6 +79,8 @@ def table(reports: list[Path], names: list[str] | None = None) -> str:
     leaders = [{key: leader(s["methods"], key) for key in GAIN_KEYS} for s in summaries]
     lines = ["| method | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
     for method, label in ROWS:
+        if not any(method in s["methods"] for s in summaries):
+            continue  # a row of "not run" in every column says nothing
         cells = [_cell(s["methods"].get(method), {key: top[key] == method for key in GAIN_KEYS})
                  for s, top in zip(summaries, leaders, strict=True)]
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
@@ -90,8 +92,10 @@ def table(reports: list[Path], names: list[str] | None = None) -> str:
         (a_name, a), (t_name, t) = p["macro_f1"], p["tail_macro_f1"]
         peer_cells.append(f"{a:.2f} / {t:.2f} ({a_name})" if a_name == t_name else
                           f"{a:.2f} ({a_name}) / {t:.2f} ({t_name})")
-    lines.append("| LibMultiLabel, best row | " + " | ".join(peer_cells) + " |")
-    lines.append("| FMLC/ASL − best earlier method | " + " | ".join(_lead(s) for s in summaries) + " |")
+    if any(peers):
+        lines.append("| LibMultiLabel, best row | " + " | ".join(peer_cells) + " |")
+    if any("fmlc-asl" in s["methods"] for s in summaries):
+        lines.append("| FMLC/ASL − best earlier method | " + " | ".join(_lead(s) for s in summaries) + " |")
     if any("wide_gains" in s for s in summaries):
         lines.append("| FMLC wide & deep − best single method | " + " | ".join(_wide_lead(s) for s in summaries)
                      + " |")
