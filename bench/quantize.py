@@ -181,6 +181,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", type=Path, help="a trained artifact (default: the bench model, trained if missing)")
     ap.add_argument("--data", type=Path, help="with --model: a labelled file to measure the F1 cost on")
+    ap.add_argument("--test-part", action="store_true",
+                    help="with --data: measure on the test part of the split `fmlc train` makes of it (seed 0)")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--messages", type=int, default=2000)
     ap.add_argument("--limit-docs", type=int, default=600)
@@ -199,9 +201,14 @@ def main() -> None:
         from training.data import load_path
 
         records = load_path(args.data).records
+        if args.test_part:
+            from training.data import split_records
+
+            records = split_records(records, seed=0)["test"]
         payload["model"] = str(args.model)
         texts, labels = [r.text for r in records], [r.labels for r in records]
-        payload["f1"].append({"what": str(args.data), **f1_cost(args.model, texts, labels)})
+        what = f"the test part of {args.data}'s seed-0 split" if args.test_part else str(args.data)
+        payload["f1"].append({"what": what, **f1_cost(args.model, texts, labels)})
         model_dir = args.model
     else:
         model_dir, splits = train_bench_model(args.model or REPO / "runs" / "bench-model")
