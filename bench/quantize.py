@@ -129,6 +129,15 @@ def other_cpu_path(model_dir: Path, texts: Sequence[str], labels: Sequence[Seque
     return {"docs": len(tokens), "batch_size": batch_size, "rows": rows, "keep_other_path": keep}
 
 
+def records_to_score(data: Path, test_part: bool) -> list:
+    """The labelled records of `data`, or with `test_part` only the test part of the split `fmlc train`
+    makes of them with its default seed (the documents a model trained on `data` never saw)."""
+    from training.data import load_path, split_records
+
+    records = load_path(data).records
+    return list(split_records(records, seed=0)["test"]) if test_part else list(records)
+
+
 def markdown(p: dict) -> list[str]:
     lines = [f"# int8 against fp32 (torch {p['machine']['torch']}, 1 thread per worker and for the model alone, "
              f"{p['machine']['when']})", "", f"Model: {p['model']}.", ""]
@@ -198,13 +207,7 @@ def main() -> None:
     t0 = time.time()
     payload: dict[str, Any] = {"machine": machine(), "f1": []}
     if args.model and args.data:
-        from training.data import load_path
-
-        records = load_path(args.data).records
-        if args.test_part:
-            from training.data import split_records
-
-            records = split_records(records, seed=0)["test"]
+        records = records_to_score(args.data, args.test_part)
         payload["model"] = str(args.model)
         texts, labels = [r.text for r in records], [r.labels for r in records]
         what = f"the test part of {args.data}'s seed-0 split" if args.test_part else str(args.data)

@@ -164,3 +164,20 @@ def test_fmlc_predict_takes_quantize_and_refuses_an_unknown_mode(tiny_model_dir:
     assert json.loads(ok.output.splitlines()[0])["text"] == text
     bad = runner.invoke(app, ["predict", "--model", str(tiny_model_dir), "--quantize", "int4", text])
     assert bad.exit_code == 2 and "quantize must be one of none, int8" in bad.output
+
+
+def test_the_quantize_bench_scores_the_test_part_fmlc_train_holds_out(tmp_path: Path) -> None:
+    import json
+
+    from bench.quantize import records_to_score
+    from training.data import load_path, split_records
+
+    data = tmp_path / "data.jsonl"
+    rows = [{"id": str(i), "text": f"第{i}条投诉 利息太高 催收", "labels": ["利率争议" if i % 2 else "暴力催收"]}
+            for i in range(60)]
+    data.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in rows) + "\n", encoding="utf-8")
+    everything = records_to_score(data, test_part=False)
+    held_out = records_to_score(data, test_part=True)
+    assert len(everything) == 60
+    expected = split_records(load_path(data).records, seed=0)["test"]
+    assert [r.id for r in held_out] == [r.id for r in expected] and 0 < len(held_out) < 60
