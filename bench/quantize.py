@@ -24,11 +24,14 @@ import statistics
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from bench.common import REPO, machine, rate, train_bench_model, write_results
+
+if TYPE_CHECKING:
+    from training.data import Record
 
 NAME = "quantize"
 
@@ -129,7 +132,7 @@ def other_cpu_path(model_dir: Path, texts: Sequence[str], labels: Sequence[Seque
     return {"docs": len(tokens), "batch_size": batch_size, "rows": rows, "keep_other_path": keep}
 
 
-def records_to_score(data: Path, test_part: bool) -> list:
+def records_to_score(data: Path, test_part: bool) -> list[Record]:
     """The labelled records of `data`, or with `test_part` only the test part of the split `fmlc train`
     makes of them with its default seed (the documents a model trained on `data` never saw)."""
     from training.data import load_path, split_records
@@ -206,7 +209,8 @@ def main() -> None:
 
     t0 = time.time()
     payload: dict[str, Any] = {"machine": machine(), "f1": []}
-    if args.model and args.data:
+    given = bool(args.model and args.data)  # a trained artifact scored on the user's labelled file
+    if given:
         records = records_to_score(args.data, args.test_part)
         payload["model"] = str(args.model)
         texts, labels = [r.text for r in records], [r.labels for r in records]
@@ -222,7 +226,7 @@ def main() -> None:
     from fmlc import Predictor
 
     # With --data the label sets are compared on the texts the model was trained for.
-    pool = texts if args.model and args.data else ccks_texts()
+    pool = texts if given else ccks_texts()
     payload["agreement"] = agreement(Predictor.load(model_dir, device="cpu"),
                                      Predictor.load(model_dir, device="cpu", quantize="int8"),
                                      pool[-args.agreement_docs:])
@@ -231,7 +235,7 @@ def main() -> None:
         payload["worker"] = worker_side_by_side(model_dir, pool, args.messages, args.rounds, args.limit_docs)
     if args.about:
         payload["about"] = args.about
-    if not (args.model and args.data):
+    if not given:
         payload["not_measured"] = ("the F1 cost with paper-dimension models trained to convergence on ccks2019_fin "
                                    "and duee1.0 (`python -m bench.quantize --model DIR --data TEST_FILE` measures it "
                                    "for a given artifact).")
