@@ -40,7 +40,10 @@ def test_quick_grid_writes_table_gains_and_plots(tmp_path: Path) -> None:
     (rule,) = on_disk["summary"]["wide_rule"]
     assert rule["valid"]["macro_f1"]["linear"] == pytest.approx(100 * runs["linear/seed0"]["valid_macro_f1"])
     assert rule["holds_on_valid"]  # guaranteed: the blend's grid holds each path alone (a regression guard)
-    # On one prepared split the wide & deep run's FMLC path trains exactly as the fmlc-asl method does.
+    # The grid's FMLC/ASL run is the wide & deep run's FMLC path (the same model, tests/test_wide.py),
+    # finished as a model of its own, not trained a second time.
+    assert runs["fmlc-asl/seed0"]["trained_as"] == "the FMLC path of fmlc-wide/seed0"
+    assert runs["fmlc-asl/seed0"]["history"] == runs["fmlc-wide/seed0"]["history"]
     assert rule["valid"]["macro_f1"]["fmlc"] == pytest.approx(100 * runs["fmlc-asl/seed0"]["valid_macro_f1"])
     assert rule["test"]["macro_f1"]["fmlc"] == pytest.approx(100 * runs["fmlc-asl/seed0"]["tuned"]["all"]["macro_f1"])
     within_seed = 100 * (runs["fmlc-asl/seed0"]["tuned"]["tail"]["macro_f1"]
@@ -49,6 +52,7 @@ def test_quick_grid_writes_table_gains_and_plots(tmp_path: Path) -> None:
     report = (tmp_path / "report.md").read_text()
     assert "| fmlc-asl |" in report and "**" in report
     assert "## FMLC wide & deep (the default) against every single method" in report
+    assert "FMLC/ASL (seed 0) is the FMLC path of the wide & deep run of the same seed" in report
     # The text names the settings the grid recorded: machine, threads, patience, split seed, the paper's claim.
     assert f"inside the grid on a {os.cpu_count()}-core machine (torch 2 threads)" in report
     assert "(patience 3), one split (seed 0)" in report and "(paper: +3.1)" in report

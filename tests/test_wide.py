@@ -95,6 +95,28 @@ def test_training_records_both_paths_and_validation_holds_the_default_rule(wide_
     assert saved["components"]["blend"]["weights"] == parts["blend"]["weights"]
 
 
+def test_the_fmlc_path_of_a_wide_run_is_the_model_fmlc_trains_alone() -> None:
+    # What lets the experiment grid take its FMLC/ASL row from the wide & deep run instead of training it twice.
+    from training.trainer import TrainConfig, fit, prepare
+
+    tiny = TINY | {"epochs": 2}
+    prep = prepare(synthetic_splits(500, seed=6), TrainConfig.of(model="fmlc", **tiny))
+    alone = fit(prep, TrainConfig.of(model="fmlc", **tiny))
+    path = fit(prep, TrainConfig.of(model="fmlc-wide", **tiny), fmlc_path=True).fmlc_path
+    assert path is not None and path.artifact.model_config.model == "fmlc"
+    for split in ("valid", "test"):
+        for key in ("all", "tail"):
+            assert path.metrics[split]["tuned"][key] == alone.metrics[split]["tuned"][key]
+    np.testing.assert_array_equal(path.artifact.thresholds, alone.artifact.thresholds)
+    def timeless(history: list[dict]) -> list[dict]:
+        return [{k: v for k, v in h.items() if k != "seconds"} for h in history]
+
+    assert timeless(path.history) == timeless(alone.history)
+    for name, tensor in alone.artifact.state_dict.items():
+        torch.testing.assert_close(path.artifact.state_dict[name], tensor, rtol=0, atol=0)
+    assert fit(prep, TrainConfig.of(model="fmlc-wide", **tiny)).fmlc_path is None  # only when asked for
+
+
 def test_the_served_wide_model_is_the_blend_of_its_paths(wide_training) -> None:
     from fmlc.predictor import Predictor
 

@@ -94,6 +94,8 @@ def summarise(results: dict, thresholds: str = "tuned") -> dict:
             summary["wide_gains"][key] = {"points": methods[WIDE][key]["mean"] - methods[best][key]["mean"],
                                           "best_single": best}
         summary["wide_rule"] = wide_rule(results)
+        summary["fmlc_asl_from_wide"] = sorted(r["seed"] for r in results["runs"].values()
+                                               if r["method"] == "fmlc-asl" and "trained_as" in r)
     return summary
 
 
@@ -138,6 +140,11 @@ def _wide_lines(summary: dict) -> list[str]:
                          for name in ("wide", "linear", "fmlc", "one_weight")]
                 holds = ("holds" if row["holds_on_valid"] else "fails") if split == "valid" else ""
                 lines.append(f"| {row['seed']} | {split} | " + " | ".join(cells) + f" | {holds} |")
+    if summary.get("fmlc_asl_from_wide"):
+        seeds = ", ".join(str(s) for s in summary["fmlc_asl_from_wide"])
+        lines += ["", f"FMLC/ASL (seed {seeds}) is the FMLC path of the wide & deep run of the same seed, scored "
+                  "as a model of its own: `--model fmlc` trains exactly that network on the same split, vectors "
+                  "and seed, so it was not trained twice."]
     return lines
 
 

@@ -279,6 +279,9 @@ class TrainResult:
     seconds_per_epoch: float
     path: Path | None = None
     version: str | None = None
+    # fit(..., fmlc_path=True) of the wide & deep model: its FMLC path as a model of its own, which is
+    # the model `--model fmlc` trains on the same prepared data and seed (tests/test_wide.py).
+    fmlc_path: TrainResult | None = None
 
 
 def _init_model(cfg: TrainConfig, prep: Prepared) -> tuple[torch.nn.Module, dict]:
@@ -331,9 +334,11 @@ def _to_artifact(cfg: TrainConfig, prep: Prepared, net: torch.nn.Module, thresho
     )
 
 
-def fit(prep: Prepared, cfg: TrainConfig) -> TrainResult:
+def fit(prep: Prepared, cfg: TrainConfig, fmlc_path: bool = False) -> TrainResult:
     """Train one model on prepared data; select the epoch by validation macro-F1 (thresholds tuned on
-    validation), then report validation and test metrics at the fixed 0.5 and at tuned thresholds."""
+    validation), then report validation and test metrics at the fixed 0.5 and at tuned thresholds.
+    `fmlc_path` (wide & deep only) also finishes its FMLC path as a model of its own (result.fmlc_path),
+    so that a comparison gets FMLC/ASL without training it a second time."""
     seed_everything(cfg.seed)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -354,6 +359,9 @@ def fit(prep: Prepared, cfg: TrainConfig) -> TrainResult:
         components = _fit_blend(net, prep, cfg, device)
         result = _finish(cfg, prep, net, graph_summary, history, seconds_per_epoch, device)
         result.metrics["components"] = components
+        if fmlc_path:
+            alone = replace(cfg, network=replace(cfg.network, model="fmlc"))
+            result.fmlc_path = _finish(alone, prep, net.deep, graph_summary, history, seconds_per_epoch, device)
         return result
     net.to(device)
     history, seconds_per_epoch = _train_network(net, prep, cfg, device)
