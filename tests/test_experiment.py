@@ -44,6 +44,19 @@ def test_quick_grid_writes_table_gains_and_plots(tmp_path: Path) -> None:
     # finished as a model of its own, not trained a second time.
     assert runs["fmlc-asl/seed0"]["trained_as"] == "the FMLC path of fmlc-wide/seed0"
     assert runs["fmlc-asl/seed0"]["history"] == runs["fmlc-wide/seed0"]["history"]
+    # Each run leaves its probabilities beside the split, so blends and thresholds can be studied again.
+    import numpy as np
+
+    with np.load(tmp_path / "split" / "scores" / "fmlc-wide-seed0.npz", allow_pickle=False) as wide_scores:
+        assert list(wide_scores["labels"]) == results["labels"]
+        beta = np.asarray(runs["fmlc-wide/seed0"]["components"]["blend"]["weights"])
+        for split in ("valid", "test"):
+            assert wide_scores[split].shape == wide_scores[f"y/{split}"].shape
+            np.testing.assert_allclose(wide_scores[split], beta * wide_scores[f"{split}/linear"]
+                                       + (1 - beta) * wide_scores[f"{split}/fmlc"], atol=1e-5)
+        with np.load(tmp_path / "split" / "scores" / "fmlc-asl-seed0.npz", allow_pickle=False) as alone:
+            np.testing.assert_allclose(alone["test"], wide_scores["test/fmlc"], atol=1e-6)
+    assert {p.name for p in (tmp_path / "split" / "scores").iterdir()} == {f"{m}-seed0.npz" for m in METHODS}
     assert rule["valid"]["macro_f1"]["fmlc"] == pytest.approx(100 * runs["fmlc-asl/seed0"]["valid_macro_f1"])
     assert rule["test"]["macro_f1"]["fmlc"] == pytest.approx(100 * runs["fmlc-asl/seed0"]["tuned"]["all"]["macro_f1"])
     within_seed = 100 * (runs["fmlc-asl/seed0"]["tuned"]["tail"]["macro_f1"]

@@ -156,6 +156,12 @@ def test_curves_write_one_point_per_size_with_three_rows_and_resume(tmp_path: Pa
             assert 0 <= point[path]["test"]["macro_f1"] <= 1
         assert point["fmlc-wide"]["valid"]["macro_f1"] >= max(point["linear"]["valid"]["macro_f1"],
                                                               point["fmlc"]["valid"]["macro_f1"]) - 1e-9
+    for point in points.values():  # each point's probabilities, by split and path, beside the report
+        size = point["train_docs"]
+        with np.load(tmp_path / "curves" / "split" / "scores" / f"{size}-seed0.npz", allow_pickle=False) as saved:
+            assert {"valid", "test", "valid/linear", "valid/fmlc", "test/linear", "test/fmlc", "y/test"} <= set(saved)
+            assert saved["test/fmlc"].shape == saved["y/test"].shape == (results["split_sizes"]["test"],
+                                                                          point["labels"])
     report = (tmp_path / "curves" / "report.md").read_text()
     assert report.count("| 1 |") == 2 and "FMLC wide & deep" in report
     assert (tmp_path / "curves" / "curves.png").stat().st_size > 5000

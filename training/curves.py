@@ -26,7 +26,7 @@ import numpy as np
 
 from training.data import Record, load_path, split_records
 from training.experiment import SPLIT_SEED, add_parent_labels, console, split_id
-from training.trainer import PRESETS, TrainConfig, fit, prepare
+from training.trainer import PRESETS, TrainConfig, fit, prepare, save_scores
 
 PATHS = (("linear", "linear TF-IDF"), ("fmlc", "FMLC/ASL"), ("fmlc-wide", "FMLC wide & deep"))
 SUBSET_SEED = 0  # the one shuffle every size cuts from
@@ -114,6 +114,7 @@ def run(cfg: CurvesConfig) -> dict:
                 name: {split: _scores(by_split[split]) for split in ("valid", "test")}
                 for name, by_split in blocks.items()}
             results["points"][key] = point
+            save_scores(out / "split" / "scores" / f"{size}-seed{seed}.npz", result, prep)
             path.write_text(json.dumps(results, ensure_ascii=False, indent=1), encoding="utf-8")
             write_report(results, out)
             console.print("  test macro-F1 / tail: " + ", ".join(

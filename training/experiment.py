@@ -24,7 +24,7 @@ from fmlc.metrics import evaluate, tune_thresholds
 from training import peer
 from training.data import Record, load_path, split_records
 from training.experiment_report import summarise, write_report
-from training.trainer import PRESETS, SETTING_NAMES, Prepared, TrainConfig, TrainResult, fit, prepare
+from training.trainer import PRESETS, SETTING_NAMES, Prepared, TrainConfig, TrainResult, fit, prepare, save_scores
 from training.word2vec import load_vectors, save_vectors
 
 # method name → the TrainConfig fields that define it
@@ -174,11 +174,13 @@ def run(cfg: ExperimentConfig) -> dict:
             with_path = shares_path and method == "fmlc-wide" and f"fmlc-asl/seed{seed}" not in results["runs"]
             result = fit(prep, tcfg, fmlc_path=with_path)
             results["runs"][key] = _run_record(method, seed, tcfg, prep, result, vectors_id, time.perf_counter() - t0)
+            save_scores(out / "split" / "scores" / f"{method}-seed{seed}.npz", result, prep)
             if result.fmlc_path is not None:
                 alone = train_config(cfg, "fmlc-asl", seed)
                 results["runs"][f"fmlc-asl/seed{seed}"] = _run_record(
                     "fmlc-asl", seed, alone, prep, result.fmlc_path, vectors_id,
                     results["runs"][key]["train_seconds"]) | {"trained_as": f"the FMLC path of {key}"}
+                save_scores(out / "split" / "scores" / f"fmlc-asl-seed{seed}.npz", result.fmlc_path, prep)
             results_path.write_text(json.dumps(results, ensure_ascii=False, indent=1))
         if seed == 0 and cfg.peer and "peer" not in results:
             # The external reference runs once, right after the first seed, so that a grid cut short

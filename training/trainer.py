@@ -282,6 +282,17 @@ class TrainResult:
     # fit(..., fmlc_path=True) of the wide & deep model: its FMLC path as a model of its own, which is
     # the model `--model fmlc` trains on the same prepared data and seed (tests/test_wide.py).
     fmlc_path: TrainResult | None = None
+    # Probabilities [N, L] by split ("valid", "test") and, for the wide & deep model, by path
+    # ("valid/linear", "test/fmlc", ...): what a blend or threshold rule can be studied on without training again.
+    scores: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+def save_scores(path: Path, result: TrainResult, prep: Prepared) -> None:
+    """A run's probabilities (result.scores), the true labels ("y/valid", "y/test") and the label names,
+    as one .npz (plain arrays: np.load reads it without pickle)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    truth = {f"y/{split}": prep.y[split].astype(np.uint8) for split in ("valid", "test") if split in prep.y}
+    np.savez_compressed(path, labels=np.asarray(prep.labels), **result.scores, **truth)
 
 
 def _init_model(cfg: TrainConfig, prep: Prepared) -> tuple[torch.nn.Module, dict]:
@@ -356,9 +367,10 @@ def fit(prep: Prepared, cfg: TrainConfig, fmlc_path: bool = False) -> TrainResul
         _fit_linear(net.wide, prep, cfg)
         net.to(device)
         history, seconds_per_epoch = _train_network(net.deep, prep, cfg, device)
-        components = _fit_blend(net, prep, cfg, device)
+        components, path_scores = _fit_blend(net, prep, cfg, device)
         result = _finish(cfg, prep, net, graph_summary, history, seconds_per_epoch, device)
         result.metrics["components"] = components
+        result.scores |= path_scores
         if fmlc_path:
             alone = replace(cfg, network=replace(cfg.network, model="fmlc"))
             result.fmlc_path = _finish(alone, prep, net.deep, graph_summary, history, seconds_per_epoch, device)
@@ -376,9 +388,11 @@ def _fit_linear(net: torch.nn.Module, prep: Prepared, cfg: TrainConfig) -> None:
                c=cfg.linear_c, seed=cfg.seed, progress=cfg.progress)
 
 
-def _fit_blend(net: torch.nn.Module, prep: Prepared, cfg: TrainConfig, device: torch.device) -> dict:
+def _fit_blend(net: torch.nn.Module, prep: Prepared, cfg: TrainConfig,
+               device: torch.device) -> tuple[dict, dict[str, np.ndarray]]:
     """Set FMLC wide & deep's per-label blend from validation (training.wide); returns what each path
-    alone, and one shared weight, score with their own tuned thresholds (for reports)."""
+    alone, and one shared weight, score with their own tuned thresholds (for reports), and each path's
+    probabilities by "split/path"."""
     from training.wide import choose_blend
 
     assert isinstance(net, FMLCWide)
@@ -395,7 +409,8 @@ def _fit_blend(net: torch.nn.Module, prep: Prepared, cfg: TrainConfig, device: t
         components[path] = {split: _strip(evaluate(prep.y[split], by_path[path], thresholds, prep.train_counts,
                                                    cfg.tail_below))
                             for split, by_path in scores.items()}
-    return components
+    path_scores = {f"{split}/{path}": by_path[path] for split, by_path in scores.items() for path in ("linear", "fmlc")}
+    return components, path_scores
 
 
 def _train_network(net: torch.nn.Module, prep: Prepared, cfg: TrainConfig,
@@ -475,10 +490,13 @@ def _finish(cfg: TrainConfig, prep: Prepared, net: torch.nn.Module, graph_summar
     thresholds = tune_thresholds(prep.y["valid"], valid_scores)
     metrics: dict = {"labels": len(prep.labels), "tail_labels": int(sum(c < cfg.tail_below for c in prep.train_counts)),
                      "history": history, "seconds_per_epoch": seconds_per_epoch}
+    split_scores = {"valid": valid_scores}
     for split in ("valid", "test"):
         if split not in prep.y or len(prep.y[split]) == 0:
             continue
-        scores = valid_scores if split == "valid" else _predict_scores(net, prep, split, cfg, device)
+        scores = split_scores.get(split)
+        if scores is None:
+            scores = split_scores[split] = _predict_scores(net, prep, split, cfg, device)
         metrics[split] = {
             "threshold_0.5": _strip(evaluate(prep.y[split], scores, 0.5, prep.train_counts, cfg.tail_below)),
             "tuned": evaluate(prep.y[split], scores, thresholds, prep.train_counts, cfg.tail_below),
@@ -487,7 +505,8 @@ def _finish(cfg: TrainConfig, prep: Prepared, net: torch.nn.Module, graph_summar
     # The drift baseline: what the worker compares its recent predictions with.
     groups = label_groups(prep.labels, LABEL_GROUPS)
     art.drift_baseline = build_baseline(valid_scores, prep.train_counts, len(prep.y["train"]), groups).to_dict()
-    return TrainResult(artifact=art, metrics=metrics, history=history, seconds_per_epoch=seconds_per_epoch)
+    return TrainResult(artifact=art, metrics=metrics, history=history, seconds_per_epoch=seconds_per_epoch,
+                       scores=split_scores)
 
 
 def _strip(result: dict) -> dict:
