@@ -49,6 +49,7 @@ def test_quick_grid_writes_table_gains_and_plots(tmp_path: Path) -> None:
 
     with np.load(tmp_path / "split" / "scores" / "fmlc-wide-seed0.npz", allow_pickle=False) as wide_scores:
         assert list(wide_scores["labels"]) == results["labels"]
+        assert list(wide_scores["train_counts"]) == results["train_counts"]
         beta = np.asarray(runs["fmlc-wide/seed0"]["components"]["blend"]["weights"])
         for split in ("valid", "test"):
             assert wide_scores[split].shape == wide_scores[f"y/{split}"].shape

@@ -288,11 +288,12 @@ class TrainResult:
 
 
 def save_scores(path: Path, result: TrainResult, prep: Prepared) -> None:
-    """A run's probabilities (result.scores), the true labels ("y/valid", "y/test") and the label names,
-    as one .npz (plain arrays: np.load reads it without pickle)."""
+    """A run's probabilities (result.scores), the true labels ("y/valid", "y/test"), the label names and
+    their training counts (which labels are tail), as one .npz (plain arrays: np.load reads it without pickle)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     truth = {f"y/{split}": prep.y[split].astype(np.uint8) for split in ("valid", "test") if split in prep.y}
-    np.savez_compressed(path, labels=np.asarray(prep.labels), **result.scores, **truth)
+    np.savez_compressed(path, labels=np.asarray(prep.labels), train_counts=np.asarray(prep.train_counts),
+                        **result.scores, **truth)
 
 
 def _init_model(cfg: TrainConfig, prep: Prepared) -> tuple[torch.nn.Module, dict]:
