@@ -4,6 +4,7 @@ import json
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from training.experiment import METHODS, ExperimentConfig, rerender, run
@@ -45,8 +46,6 @@ def test_quick_grid_writes_table_gains_and_plots(tmp_path: Path) -> None:
     assert runs["fmlc-asl/seed0"]["trained_as"] == "the FMLC path of fmlc-wide/seed0"
     assert runs["fmlc-asl/seed0"]["history"] == runs["fmlc-wide/seed0"]["history"]
     # Each run leaves its probabilities beside the split, so blends and thresholds can be studied again.
-    import numpy as np
-
     with np.load(tmp_path / "split" / "scores" / "fmlc-wide-seed0.npz", allow_pickle=False) as wide_scores:
         assert list(wide_scores["labels"]) == results["labels"]
         assert list(wide_scores["train_counts"]) == results["train_counts"]

@@ -372,9 +372,11 @@ def fit(prep: Prepared, cfg: TrainConfig, fmlc_path: bool = False) -> TrainResul
         result = _finish(cfg, prep, net, graph_summary, history, seconds_per_epoch, device)
         result.metrics["components"] = components
         result.scores |= path_scores
-        if fmlc_path:
+        if fmlc_path:  # scored on the probabilities the blend was chosen from, not predicted again
             alone = replace(cfg, network=replace(cfg.network, model="fmlc"))
-            result.fmlc_path = _finish(alone, prep, net.deep, graph_summary, history, seconds_per_epoch, device)
+            result.fmlc_path = _finish(alone, prep, net.deep, graph_summary, history, seconds_per_epoch, device,
+                                       scores={split: path_scores[f"{split}/fmlc"] for split in ("valid", "test")
+                                               if f"{split}/fmlc" in path_scores})
         return result
     net.to(device)
     history, seconds_per_epoch = _train_network(net, prep, cfg, device)
@@ -485,22 +487,26 @@ def _predict_scores(net: torch.nn.Module, prep: Prepared, split: str, cfg: Train
 
 
 def _finish(cfg: TrainConfig, prep: Prepared, net: torch.nn.Module, graph_summary: dict, history: list[dict],
-            seconds_per_epoch: float, device: torch.device | None = None) -> TrainResult:
+            seconds_per_epoch: float, device: torch.device | None = None,
+            scores: dict[str, np.ndarray] | None = None) -> TrainResult:
+    """`scores`: the network's probabilities by split where they are already known (the rest are predicted)."""
     device = device or torch.device("cpu")
-    valid_scores = _predict_scores(net, prep, "valid", cfg, device)
+    split_scores = dict(scores or {})
+    valid_scores = split_scores.get("valid")
+    if valid_scores is None:
+        valid_scores = split_scores["valid"] = _predict_scores(net, prep, "valid", cfg, device)
     thresholds = tune_thresholds(prep.y["valid"], valid_scores)
     metrics: dict = {"labels": len(prep.labels), "tail_labels": int(sum(c < cfg.tail_below for c in prep.train_counts)),
                      "history": history, "seconds_per_epoch": seconds_per_epoch}
-    split_scores = {"valid": valid_scores}
     for split in ("valid", "test"):
         if split not in prep.y or len(prep.y[split]) == 0:
             continue
-        scores = split_scores.get(split)
-        if scores is None:
-            scores = split_scores[split] = _predict_scores(net, prep, split, cfg, device)
+        if split not in split_scores:
+            split_scores[split] = _predict_scores(net, prep, split, cfg, device)
+        probs = split_scores[split]
         metrics[split] = {
-            "threshold_0.5": _strip(evaluate(prep.y[split], scores, 0.5, prep.train_counts, cfg.tail_below)),
-            "tuned": evaluate(prep.y[split], scores, thresholds, prep.train_counts, cfg.tail_below),
+            "threshold_0.5": _strip(evaluate(prep.y[split], probs, 0.5, prep.train_counts, cfg.tail_below)),
+            "tuned": evaluate(prep.y[split], probs, thresholds, prep.train_counts, cfg.tail_below),
         }
     art = _to_artifact(cfg, prep, net, thresholds, graph_summary, metrics)
     # The drift baseline: what the worker compares its recent predictions with.
