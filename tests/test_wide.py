@@ -11,9 +11,9 @@ import pytest
 import torch
 from model_fixtures import TINY, synthetic_splits
 
-from fmlc.metrics import per_label_f1
+from fmlc.metrics import per_label_f1, tune_thresholds
 from fmlc.models import ModelConfig, build_model
-from training.wide import choose_blend
+from training.wide import choose_blend, fit_weights, keeps_rule
 
 
 def _wide(n_labels: int = 3, vocab: int = 40) -> torch.nn.Module:
@@ -56,23 +56,56 @@ def test_choose_blend_takes_each_label_from_the_path_that_reads_it() -> None:
     wide = np.where(np.arange(2) == 0, y * 0.8 + 0.1, noise)  # label 0: the linear path is right
     deep = np.where(np.arange(2) == 1, y * 0.8 + 0.1, noise)  # label 1: the FMLC path is right
     blend = choose_blend(y, wide.astype(np.float32), deep.astype(np.float32))
-    assert blend.weights[0] > 0.5 and blend.weights[1] < 0.5
+    assert blend.strategy == "per-label" and blend.weights[0] > 0.5 and blend.weights[1] < 0.5
+    assert keeps_rule(blend.cross_fitted, "per-label")
     with pytest.raises(ValueError, match="shapes differ"):
         choose_blend(y, wide[:, :1], deep)
+    with pytest.raises(ValueError, match="at least 10 documents"):
+        choose_blend(y[:6], wide[:6], deep[:6])
 
 
-def test_on_validation_the_blend_is_never_below_either_path_label_by_label() -> None:
+def test_a_linear_path_of_noise_is_not_blended_in_although_it_helps_in_sample() -> None:
+    # Per-label weights fitted and scored on the same small validation set find "help" in noise;
+    # cross-fitting sees that it does not carry to unseen documents and keeps FMLC alone.
+    rng = np.random.default_rng(3)
+    y = rng.random((160, 12)) < 0.15
+    deep = np.clip(y * 0.25 + rng.random(y.shape) * 0.75, 0, 1).astype(np.float32)
+    wide = rng.random(y.shape).astype(np.float32)
+    in_sample, _ = fit_weights("per-label", y, wide, deep)
+    assert (in_sample > 0).any()
+    blend = choose_blend(y, wide, deep)
+    assert blend.strategy == "fmlc" and not blend.weights.any()
+    figures = blend.cross_fitted
+    assert figures["fmlc"]["macro_f1"] > max(figures["per-label"]["macro_f1"], figures["linear"]["macro_f1"])
+    assert choose_blend(y, wide, deep).cross_fitted == figures  # the folds are seeded
+
+
+def test_one_shared_weight_wins_when_both_paths_carry_the_same_signal_with_independent_noise() -> None:
+    rng = np.random.default_rng(5)
+    y = rng.random((400, 8)) < 0.2
+    wide = np.clip(y * 0.3 + rng.random(y.shape) * 0.7, 0, 1).astype(np.float32)
+    deep = np.clip(y * 0.3 + rng.random(y.shape) * 0.7, 0, 1).astype(np.float32)
+    blend = choose_blend(y, wide, deep, tail=np.arange(8) < 3)
+    assert blend.strategy == "shared" and 0 < blend.shared < 1
+    np.testing.assert_array_equal(blend.weights, np.full(8, blend.shared, dtype=np.float32))
+    figures = blend.cross_fitted
+    # Averaging two independent noisy views beats either alone, out of fold, on both figures.
+    for key in ("macro_f1", "tail_macro_f1"):
+        assert figures["shared"][key] > max(figures["fmlc"][key], figures["linear"][key])
+
+
+def test_per_label_weights_are_never_below_either_path_label_by_label_in_sample() -> None:
     rng = np.random.default_rng(1)
     y = rng.random((200, 6)) < 0.2
     wide = np.clip(y * 0.3 + rng.random((200, 6)) * 0.7, 0, 1).astype(np.float32)
     deep = np.clip(y * 0.2 + rng.random((200, 6)) * 0.8, 0, 1).astype(np.float32)
-    blend = choose_blend(y, wide, deep)
-    from fmlc.metrics import tune_thresholds
-
-    mixed = blend.weights * wide + (1 - blend.weights) * deep
+    weights, _ = fit_weights("per-label", y, wide, deep)
+    mixed = weights * wide + (1 - weights) * deep
     f1 = per_label_f1(y, mixed >= tune_thresholds(y, mixed))
     for path in (wide, deep):
         assert (f1 >= per_label_f1(y, path >= tune_thresholds(y, path)) - 1e-9).all()
+    with pytest.raises(ValueError, match="unknown blend strategy"):
+        fit_weights("average", y, wide, deep)
 
 
 @pytest.fixture(scope="module")
@@ -83,14 +116,17 @@ def wide_training(tmp_path_factory: pytest.TempPathFactory):
     return train(synthetic_splits(1200, seed=4), TrainConfig.of(model="fmlc-wide", **TINY), out)
 
 
-def test_training_records_both_paths_and_validation_holds_the_default_rule(wide_training) -> None:
+def test_training_records_both_paths_and_the_blend_keeps_the_default_rule_out_of_fold(wide_training) -> None:
     metrics = wide_training.metrics
     parts = metrics["components"]
     weights = np.asarray(parts["blend"]["weights"])
     assert weights.shape == (metrics["labels"],) and set(np.unique(weights)) <= {0.0, 0.25, 0.5, 0.75, 1.0}
-    for key in ("all", "tail"):
-        own = metrics["valid"]["tuned"][key]["macro_f1"]
-        assert own >= max(parts["linear"]["valid"][key]["macro_f1"], parts["fmlc"]["valid"][key]["macro_f1"]) - 1e-9
+    # The rule is kept where it can be judged fairly: on validation documents the blend was not fitted on.
+    blend = parts["blend"]
+    assert set(blend["cross_fitted"]) == {"fmlc", "linear", "shared", "per-label"}
+    assert keeps_rule(blend["cross_fitted"], blend["strategy"])
+    if blend["strategy"] in ("fmlc", "linear"):  # one path alone: the model is that path
+        assert metrics["valid"]["tuned"]["all"]["macro_f1"] == parts[blend["strategy"]]["valid"]["all"]["macro_f1"]
     saved = json.loads((wide_training.path / "metrics.json").read_text())
     assert saved["components"]["blend"]["weights"] == parts["blend"]["weights"]
 
@@ -164,6 +200,8 @@ def test_curves_write_one_point_per_size_with_three_rows_and_resume(tmp_path: Pa
                                                                           point["labels"])
     report = (tmp_path / "curves" / "report.md").read_text()
     assert report.count("| 1 |") == 2 and "FMLC wide & deep" in report
+    for point in points.values():  # each point names the blend its cross-fitting kept
+        assert f"{point['train_docs']}: {point['blend']['strategy']} (holds)" in report
     assert (tmp_path / "curves" / "curves.png").stat().st_size > 5000
     mtime = (tmp_path / "curves" / "results.json").stat().st_mtime_ns
     assert run(cfg)["points"] == points  # finished points are kept, not trained again

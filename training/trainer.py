@@ -393,7 +393,7 @@ def _fit_linear(net: torch.nn.Module, prep: Prepared, cfg: TrainConfig) -> None:
 
 def _fit_blend(net: torch.nn.Module, prep: Prepared, cfg: TrainConfig,
                device: torch.device) -> tuple[dict, dict[str, np.ndarray]]:
-    """Set FMLC wide & deep's per-label blend from validation (training.wide); returns what each path
+    """Set FMLC wide & deep's blend from validation (training.wide); returns what each path
     alone, and one shared weight, score with their own tuned thresholds (for reports), and each path's
     probabilities by "split/path"."""
     from training.wide import choose_blend
@@ -402,11 +402,13 @@ def _fit_blend(net: torch.nn.Module, prep: Prepared, cfg: TrainConfig,
     scores = {split: {"linear": _predict_scores(net.wide, prep, split, cfg, device),
                       "fmlc": _predict_scores(net.deep, prep, split, cfg, device)}
               for split in ("valid", "test") if split in prep.y and len(prep.y[split])}
-    blend = choose_blend(prep.y["valid"], scores["valid"]["linear"], scores["valid"]["fmlc"])
+    blend = choose_blend(prep.y["valid"], scores["valid"]["linear"], scores["valid"]["fmlc"],
+                         tail=np.asarray(prep.train_counts) < cfg.tail_below, seed=cfg.seed)
     net.set_blend(torch.from_numpy(blend.weights).to(device))
     for by_path in scores.values():
         by_path["one weight"] = blend.shared * by_path["linear"] + (1 - blend.shared) * by_path["fmlc"]
-    components: dict = {"blend": {"weights": blend.weights.tolist(), "shared": blend.shared}}
+    components: dict = {"blend": {"weights": blend.weights.tolist(), "shared": blend.shared,
+                                  "strategy": blend.strategy, "cross_fitted": blend.cross_fitted}}
     for path in ("linear", "fmlc", "one weight"):
         thresholds = tune_thresholds(prep.y["valid"], scores["valid"][path])
         components[path] = {split: _strip(evaluate(prep.y[split], by_path[path], thresholds, prep.train_counts,

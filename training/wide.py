@@ -1,10 +1,22 @@
-"""Choosing FMLC wide & deep's per-label blend on validation (fmlc.models.wide).
+"""Choosing FMLC wide & deep's blend on validation (fmlc.models.wide).
 
-Each label's weight β on the linear path is the grid value whose blend, with its own tuned
-threshold, scores that label's best validation F1. Ties go to the value that is best for all labels
-at once (one shared β), so a label whose F1 is flat in β does not take an arbitrary weight. β = 0 and
-β = 1 are on the grid, so on validation the blend is never below FMLC alone or linear alone, label
-by label; the test split says whether that holds out of sample.
+There are four ways to set β, the weight of the linear path, label by label:
+
+- "fmlc": β = 0 everywhere (FMLC alone);
+- "linear": β = 1 everywhere (linear alone);
+- "shared": one β for every label, the grid value whose blend scores the best macro-F1;
+- "per-label": each label's own best β, ties going to the value nearest the shared one.
+
+In-sample, per-label can only win: it has the most freedom, and thresholds tuned on the same blended
+scores add to the optimism. On small or noisy validation sets that optimism does not carry to test.
+So the way is chosen out of sample, by cross-fitting within validation: each way fits β and its
+thresholds on 4/5 of the documents and predicts the other 1/5, until every document has an
+out-of-fold prediction, and scores macro-F1 and tail macro-F1 over those predictions, averaged over
+a few reshuffles. The default rule asks for both figures to be no worse than the better of FMLC alone
+and linear alone; among the ways that keep it out of fold, the one with the best macro-F1 wins (ties
+go to the simpler way, in the order above) and is fitted again on the whole of validation. As FMLC
+alone and linear alone are candidates, some way keeps the rule unless one path is better on macro-F1
+and the other on the tail; then the best macro-F1 wins.
 """
 
 from __future__ import annotations
@@ -16,25 +28,85 @@ import numpy as np
 from fmlc.metrics import per_label_f1, tune_thresholds
 
 BLEND_GRID = (0.0, 0.25, 0.5, 0.75, 1.0)
+STRATEGIES = ("fmlc", "linear", "shared", "per-label")  # simplest first: the order of tie-breaks
+FOLDS = 5
+REPEATS = 3
+KEYS = ("macro_f1", "tail_macro_f1")
 
 
 @dataclass(frozen=True)
 class Blend:
     weights: np.ndarray  # β per label [L]
-    shared: float  # the one β that is best for all labels together (the tie-break)
-    valid_f1: np.ndarray  # [len(grid), L]: each label's tuned validation F1 at each β
+    strategy: str  # one of STRATEGIES
+    shared: float  # the one β best for all labels together, fitted on the whole of validation
+    cross_fitted: dict[str, dict[str, float]]  # strategy → out-of-fold validation figures (KEYS)
 
 
-def choose_blend(y_valid: np.ndarray, wide: np.ndarray, deep: np.ndarray,
-                 grid: tuple[float, ...] = BLEND_GRID) -> Blend:
-    """wide, deep: validation probabilities [N, L] of the linear and the FMLC path."""
-    if wide.shape != deep.shape or wide.shape != np.shape(y_valid):
-        raise ValueError(f"shapes differ: labels {np.shape(y_valid)}, wide {wide.shape}, deep {deep.shape}")
-    f1 = np.stack([per_label_f1(y_valid, b >= tune_thresholds(y_valid, b))
+def fit_weights(strategy: str, y: np.ndarray, wide: np.ndarray, deep: np.ndarray,
+                grid: tuple[float, ...] = BLEND_GRID) -> tuple[np.ndarray, float]:
+    """β per label [L] for one strategy, fitted on (y, wide, deep); also returns the shared β."""
+    n_labels = y.shape[1]
+    if strategy in ("fmlc", "linear"):
+        return np.full(n_labels, 0.0 if strategy == "fmlc" else 1.0, dtype=np.float32), float(strategy == "linear")
+    if strategy not in STRATEGIES:
+        raise ValueError(f"unknown blend strategy {strategy!r}: choose one of {', '.join(STRATEGIES)}")
+    f1 = np.stack([per_label_f1(y, b >= tune_thresholds(y, b))
                    for b in (w * wide + (1 - w) * deep for w in grid)])  # [G, L]
     grid_arr = np.asarray(grid)
     shared = int(np.argmax(f1.mean(axis=1)))
-    # Best F1 per label; among equals, the value nearest the shared one.
+    if strategy == "shared":
+        return np.full(n_labels, grid_arr[shared], dtype=np.float32), float(grid_arr[shared])
+    # Best F1 per label; among equals, the value nearest the shared one, so that a label whose F1 is
+    # flat in β does not take an arbitrary weight.
     order = np.argsort(np.abs(grid_arr - grid_arr[shared]), kind="stable")
     best = order[np.argmax(f1[order], axis=0)]
-    return Blend(weights=grid_arr[best].astype(np.float32), shared=float(grid_arr[shared]), valid_f1=f1)
+    return grid_arr[best].astype(np.float32), float(grid_arr[shared])
+
+
+def cross_fitted_f1(y: np.ndarray, wide: np.ndarray, deep: np.ndarray, tail: np.ndarray | None = None,
+                    folds: int = FOLDS, repeats: int = REPEATS, seed: int = 0,
+                    grid: tuple[float, ...] = BLEND_GRID) -> dict[str, dict[str, float]]:
+    """Each strategy's macro-F1 and tail macro-F1 (over the labels `tail` marks; all labels when it
+    marks none) over out-of-fold predictions on validation, β and thresholds fitted on the other
+    folds; the mean over `repeats` shuffles."""
+    n = len(y)
+    tail = np.ones(y.shape[1], dtype=bool) if tail is None or not np.any(tail) else np.asarray(tail, dtype=bool)
+    scores: dict[str, list[np.ndarray]] = {s: [] for s in STRATEGIES}
+    rng = np.random.default_rng(seed)
+    for _ in range(repeats):
+        parts = np.array_split(rng.permutation(n), min(folds, n))
+        predicted = {s: np.zeros(y.shape, dtype=bool) for s in STRATEGIES}
+        for held in parts:
+            fit = np.setdiff1d(np.arange(n), held)
+            for strategy in STRATEGIES:
+                beta, _ = fit_weights(strategy, y[fit], wide[fit], deep[fit], grid)
+                thresholds = tune_thresholds(y[fit], beta * wide[fit] + (1 - beta) * deep[fit])
+                predicted[strategy][held] = beta * wide[held] + (1 - beta) * deep[held] >= thresholds
+        for strategy in STRATEGIES:
+            scores[strategy].append(per_label_f1(y, predicted[strategy]))
+    return {s: {"macro_f1": float(np.mean(f1s)), "tail_macro_f1": float(np.mean([f1[tail] for f1 in f1s]))}
+            for s, f1s in scores.items()}
+
+
+def keeps_rule(figures: dict[str, dict[str, float]], strategy: str) -> bool:
+    """Whether a strategy's figures are no worse than the better of FMLC alone and linear alone on
+    both macro-F1 and tail macro-F1."""
+    return all(figures[strategy][k] >= max(figures["fmlc"][k], figures["linear"][k]) for k in KEYS)
+
+
+def choose_blend(y_valid: np.ndarray, wide: np.ndarray, deep: np.ndarray, tail: np.ndarray | None = None,
+                 grid: tuple[float, ...] = BLEND_GRID, seed: int = 0) -> Blend:
+    """wide, deep: validation probabilities [N, L] of the linear and the FMLC path; tail: [L] bool,
+    the labels the tail macro-F1 is taken over."""
+    y_valid = np.asarray(y_valid, dtype=bool)
+    if wide.shape != deep.shape or wide.shape != y_valid.shape:
+        raise ValueError(f"shapes differ: labels {y_valid.shape}, wide {wide.shape}, deep {deep.shape}")
+    if len(y_valid) < 2 * FOLDS:
+        raise ValueError(f"the blend is chosen by {FOLDS}-fold cross-fitting on validation, which needs at "
+                         f"least {2 * FOLDS} documents; it has {len(y_valid)}")
+    cross = cross_fitted_f1(y_valid, wide, deep, tail, seed=seed, grid=grid)
+    pool = [s for s in STRATEGIES if keeps_rule(cross, s)] or list(STRATEGIES)
+    strategy = max(pool, key=lambda s: (cross[s]["macro_f1"], -STRATEGIES.index(s)))
+    weights, _ = fit_weights(strategy, y_valid, wide, deep, grid)
+    _, shared = fit_weights("shared", y_valid, wide, deep, grid)
+    return Blend(weights=weights, strategy=strategy, shared=shared, cross_fitted=cross)

@@ -5,9 +5,10 @@ Both paths read the same token ids; one forward pass runs both:
 ids [B, T] → wide: TF-IDF [B, V] → logits_w [B, L];  deep: FMLC → logits_d [B, L]
 p = β ⊙ σ(logits_w) + (1 − β) ⊙ σ(logits_d)     β [L]: each label's weight on the wide path
 
-β is not trained by gradient: it is chosen per label on validation after both paths are fitted
-(training.wide), so a label the linear model reads better (a keyword-driven or rare one) takes the
-linear path and the rest keep FMLC. Returning log(p / (1 − p)) keeps the "logits" contract of every
+β is not trained by gradient: it is chosen on validation after both paths are fitted (training.wide),
+as FMLC alone, linear alone, one weight for all labels or one per label (so that a label the linear
+model reads better, a keyword-driven or rare one, can take the linear path), whichever holds up on
+validation documents it was not fitted on. Returning log(p / (1 − p)) keeps the "logits" contract of every
 network, so thresholds, evidence and the worker need nothing new.
 """
 
