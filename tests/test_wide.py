@@ -213,6 +213,32 @@ def test_curves_write_one_point_per_size_with_three_rows_and_resume(tmp_path: Pa
     index = write_index(tmp_path)
     assert index.count("| [curves](curves/report.md) |") == 2 and "holds" in index and "fails" not in index
 
+    # The blend study reads the same saved probabilities: it picks what training picked, and FMLC alone
+    # and linear alone score on test exactly what the point recorded for its two paths.
+    from training.blend_study import study
+
+    for point in points.values():
+        one = study(tmp_path / "curves" / "split" / "scores" / f"{point['train_docs']}-seed0.npz")
+        assert one["chosen"] == point["blend"]["strategy"]
+        assert one["strategies"][one["chosen"]]["out_of_fold"] == point["blend"]["cross_fitted"][one["chosen"]]
+        for path in ("fmlc", "linear"):
+            assert one["strategies"][path]["test"]["macro_f1"] == pytest.approx(point[path]["test"]["macro_f1"])
+        assert one["strategies"][one["chosen"]]["test"]["macro_f1"] == pytest.approx(
+            point["fmlc-wide"]["test"]["macro_f1"], abs=1e-3)
+    from typer.testing import CliRunner
+
+    from training.cli import app
+
+    table = CliRunner().invoke(app, ["blend-study", *map(str, sorted((tmp_path / "curves" / "split" / "scores")
+                                                                     .glob("*.npz")))])
+    assert table.exit_code == 0, table.output
+    for point in points.values():
+        assert f"/curves {point['train_docs']}-seed0 |" in table.output
+    assert "picked the way best on test in" in table.output
+    np.savez(tmp_path / "not-wide.npz", valid=np.zeros((3, 2)))
+    failed = CliRunner().invoke(app, ["blend-study", str(tmp_path / "not-wide.npz")])
+    assert failed.exit_code != 0 and "lacks valid/linear" in failed.output
+
 
 @pytest.mark.slow
 def test_the_worker_serves_the_default_model_with_evidence(kafka_broker, redis_server, wide_training) -> None:

@@ -328,6 +328,26 @@ def curves(
     typer.echo(f"wrote {out / 'report.md'}")
 
 
+@app.command("blend-study")
+@user_errors
+def blend_study(
+    scores: Annotated[list[Path], typer.Argument(help="saved probabilities of wide & deep runs "
+                                                      "(split/scores/*.npz of `fmlc experiment` or `fmlc curves`)")],
+    out: Annotated[Path | None, typer.Option(help="write the table to this markdown file (unset: print it)")] = None,
+    tail_below: Annotated[int, typer.Option(help="a label is tail below this many training documents")] = 100,
+) -> None:
+    """Each way of blending FMLC wide & deep's paths, out of fold on validation and on test, from saved
+    probabilities: does the blend's rule pick the way that is best on test? (training.blend_study)"""
+    from training.blend_study import render
+
+    text = render(scores, tail_below)
+    if out is None:
+        typer.echo(text)
+        return
+    out.write_text(text, encoding="utf-8")
+    typer.echo(f"wrote {out}")
+
+
 @app.command("defaults-study")
 @user_errors
 def defaults_study(
