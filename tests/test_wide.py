@@ -71,7 +71,7 @@ def test_a_linear_path_of_noise_is_not_blended_in_although_it_helps_in_sample() 
     y = rng.random((160, 12)) < 0.15
     deep = np.clip(y * 0.25 + rng.random(y.shape) * 0.75, 0, 1).astype(np.float32)
     wide = rng.random(y.shape).astype(np.float32)
-    in_sample, _ = fit_weights("per-label", y, wide, deep)
+    in_sample = fit_weights("per-label", y, wide, deep)
     assert (in_sample > 0).any()
     blend = choose_blend(y, wide, deep)
     assert blend.strategy == "fmlc" and not blend.weights.any()
@@ -99,7 +99,7 @@ def test_per_label_weights_are_never_below_either_path_label_by_label_in_sample(
     y = rng.random((200, 6)) < 0.2
     wide = np.clip(y * 0.3 + rng.random((200, 6)) * 0.7, 0, 1).astype(np.float32)
     deep = np.clip(y * 0.2 + rng.random((200, 6)) * 0.8, 0, 1).astype(np.float32)
-    weights, _ = fit_weights("per-label", y, wide, deep)
+    weights = fit_weights("per-label", y, wide, deep)
     mixed = weights * wide + (1 - weights) * deep
     f1 = per_label_f1(y, mixed >= tune_thresholds(y, mixed))
     for path in (wide, deep):

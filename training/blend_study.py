@@ -35,7 +35,7 @@ def study(path: Path, tail_below: int = 100) -> dict:
     blend = choose_blend(y_valid, arrays["valid/linear"], arrays["valid/fmlc"], tail=tail)
     figures: dict = {}
     for strategy in STRATEGIES:
-        beta, _ = fit_weights(strategy, y_valid, arrays["valid/linear"], arrays["valid/fmlc"])
+        beta = fit_weights(strategy, y_valid, arrays["valid/linear"], arrays["valid/fmlc"])
         valid = beta * arrays["valid/linear"] + (1 - beta) * arrays["valid/fmlc"]
         test = beta * arrays["test/linear"] + (1 - beta) * arrays["test/fmlc"]
         scored = evaluate(y_test, test, tune_thresholds(y_valid, valid), arrays["train_counts"], tail_below)

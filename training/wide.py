@@ -43,11 +43,11 @@ class Blend:
 
 
 def fit_weights(strategy: str, y: np.ndarray, wide: np.ndarray, deep: np.ndarray,
-                grid: tuple[float, ...] = BLEND_GRID) -> tuple[np.ndarray, float]:
-    """β per label [L] for one strategy, fitted on (y, wide, deep); also returns the shared β."""
+                grid: tuple[float, ...] = BLEND_GRID) -> np.ndarray:
+    """β per label [L] for one strategy, fitted on (y, wide, deep)."""
     n_labels = y.shape[1]
     if strategy in ("fmlc", "linear"):
-        return np.full(n_labels, 0.0 if strategy == "fmlc" else 1.0, dtype=np.float32), float(strategy == "linear")
+        return np.full(n_labels, 0.0 if strategy == "fmlc" else 1.0, dtype=np.float32)
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown blend strategy {strategy!r}: choose one of {', '.join(STRATEGIES)}")
     f1 = np.stack([per_label_f1(y, b >= tune_thresholds(y, b))
@@ -55,12 +55,12 @@ def fit_weights(strategy: str, y: np.ndarray, wide: np.ndarray, deep: np.ndarray
     grid_arr = np.asarray(grid)
     shared = int(np.argmax(f1.mean(axis=1)))
     if strategy == "shared":
-        return np.full(n_labels, grid_arr[shared], dtype=np.float32), float(grid_arr[shared])
+        return np.full(n_labels, grid_arr[shared], dtype=np.float32)
     # Best F1 per label; among equals, the value nearest the shared one, so that a label whose F1 is
     # flat in β does not take an arbitrary weight.
     order = np.argsort(np.abs(grid_arr - grid_arr[shared]), kind="stable")
     best = order[np.argmax(f1[order], axis=0)]
-    return grid_arr[best].astype(np.float32), float(grid_arr[shared])
+    return grid_arr[best].astype(np.float32)
 
 
 def cross_fitted_f1(y: np.ndarray, wide: np.ndarray, deep: np.ndarray, tail: np.ndarray | None = None,
@@ -79,7 +79,7 @@ def cross_fitted_f1(y: np.ndarray, wide: np.ndarray, deep: np.ndarray, tail: np.
         for held in parts:
             fit = np.setdiff1d(np.arange(n), held)
             for strategy in STRATEGIES:
-                beta, _ = fit_weights(strategy, y[fit], wide[fit], deep[fit], grid)
+                beta = fit_weights(strategy, y[fit], wide[fit], deep[fit], grid)
                 thresholds = tune_thresholds(y[fit], beta * wide[fit] + (1 - beta) * deep[fit])
                 predicted[strategy][held] = beta * wide[held] + (1 - beta) * deep[held] >= thresholds
         for strategy in STRATEGIES:
@@ -107,6 +107,6 @@ def choose_blend(y_valid: np.ndarray, wide: np.ndarray, deep: np.ndarray, tail: 
     cross = cross_fitted_f1(y_valid, wide, deep, tail, seed=seed, grid=grid)
     pool = [s for s in STRATEGIES if keeps_rule(cross, s)] or list(STRATEGIES)
     strategy = max(pool, key=lambda s: (cross[s]["macro_f1"], -STRATEGIES.index(s)))
-    weights, _ = fit_weights(strategy, y_valid, wide, deep, grid)
-    _, shared = fit_weights("shared", y_valid, wide, deep, grid)
-    return Blend(weights=weights, strategy=strategy, shared=shared, cross_fitted=cross)
+    shared = fit_weights("shared", y_valid, wide, deep, grid)
+    weights = shared if strategy == "shared" else fit_weights(strategy, y_valid, wide, deep, grid)
+    return Blend(weights=weights, strategy=strategy, shared=float(shared[0]), cross_fitted=cross)
