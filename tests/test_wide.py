@@ -220,7 +220,10 @@ def test_curves_write_one_point_per_size_with_three_rows_and_resume(tmp_path: Pa
     for point in points.values():
         one = study(tmp_path / "curves" / "split" / "scores" / f"{point['train_docs']}-seed0.npz")
         assert one["chosen"] == point["blend"]["strategy"]
-        assert one["strategies"][one["chosen"]]["out_of_fold"] == point["blend"]["cross_fitted"][one["chosen"]]
+        recorded = point["blend"]["cross_fitted"][one["chosen"]]
+        figures = one["strategies"][one["chosen"]]
+        assert figures["out_of_fold"] == {k: recorded[k] for k in ("macro_f1", "tail_macro_f1")}
+        assert len(recorded["fold_macro_f1"]) == 15  # 5 folds, 3 reshuffles
         for path in ("fmlc", "linear"):
             assert one["strategies"][path]["test"]["macro_f1"] == pytest.approx(point[path]["test"]["macro_f1"])
         assert one["strategies"][one["chosen"]]["test"]["macro_f1"] == pytest.approx(

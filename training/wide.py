@@ -39,7 +39,7 @@ class Blend:
     weights: np.ndarray  # β per label [L]
     strategy: str  # one of STRATEGIES
     shared: float  # the one β best for all labels together, fitted on the whole of validation
-    cross_fitted: dict[str, dict[str, float]]  # strategy → out-of-fold validation figures (KEYS)
+    cross_fitted: dict[str, dict]  # strategy → out-of-fold validation figures (KEYS, fold_macro_f1)
 
 
 def fit_weights(strategy: str, y: np.ndarray, wide: np.ndarray, deep: np.ndarray,
@@ -68,10 +68,12 @@ def cross_fitted_f1(y: np.ndarray, wide: np.ndarray, deep: np.ndarray, tail: np.
                     grid: tuple[float, ...] = BLEND_GRID) -> dict[str, dict[str, float]]:
     """Each strategy's macro-F1 and tail macro-F1 (over the labels `tail` marks; all labels when it
     marks none) over out-of-fold predictions on validation, β and thresholds fitted on the other
-    folds; the mean over `repeats` shuffles."""
+    folds; the mean over `repeats` shuffles. "fold_macro_f1" keeps the macro-F1 of each held fold
+    (repeat by repeat), from which paired differences between strategies and their spread follow."""
     n = len(y)
     tail = np.ones(y.shape[1], dtype=bool) if tail is None or not np.any(tail) else np.asarray(tail, dtype=bool)
     scores: dict[str, list[np.ndarray]] = {s: [] for s in STRATEGIES}
+    by_fold: dict[str, list[float]] = {s: [] for s in STRATEGIES}
     rng = np.random.default_rng(seed)
     for _ in range(repeats):
         parts = np.array_split(rng.permutation(n), min(folds, n))
@@ -82,10 +84,11 @@ def cross_fitted_f1(y: np.ndarray, wide: np.ndarray, deep: np.ndarray, tail: np.
                 beta = fit_weights(strategy, y[fit], wide[fit], deep[fit], grid)
                 thresholds = tune_thresholds(y[fit], beta * wide[fit] + (1 - beta) * deep[fit])
                 predicted[strategy][held] = beta * wide[held] + (1 - beta) * deep[held] >= thresholds
+                by_fold[strategy].append(float(per_label_f1(y[held], predicted[strategy][held]).mean()))
         for strategy in STRATEGIES:
             scores[strategy].append(per_label_f1(y, predicted[strategy]))
-    return {s: {"macro_f1": float(np.mean(f1s)), "tail_macro_f1": float(np.mean([f1[tail] for f1 in f1s]))}
-            for s, f1s in scores.items()}
+    return {s: {"macro_f1": float(np.mean(f1s)), "tail_macro_f1": float(np.mean([f1[tail] for f1 in f1s])),
+                "fold_macro_f1": by_fold[s]} for s, f1s in scores.items()}
 
 
 def keeps_rule(figures: dict[str, dict[str, float]], strategy: str) -> bool:
