@@ -29,12 +29,16 @@ def test_two_processes_split_a_batch_and_keep_its_order() -> None:
         assert pool.tokenize("a", local.to_config(), 256, batch) == [local.tokenize(t, 256) for t in batch]
         assert pool.tokenize("a", local.to_config(), 256, batch[:5]) == [local.tokenize(t, 256) for t in batch[:5]]
         assert pool.tokenize("a", local.to_config(), 256, []) == []
-        # One child killed: the call fails (the caller tokenises itself), the other's reply is read,
-        # and the next call has a new child and the right tokens again.
+        # One child killed. If the pool sees it gone before sending, it starts a new one and the call
+        # succeeds; if the request went out first, the call fails (the caller tokenises itself) and
+        # the other's reply is still read. Which one happens is the scheduler's, so both are allowed;
+        # either way one restart is recorded and the next call has a new child and the right tokens.
         first, second = pool.pids
         os.kill(second, signal.SIGKILL)  # type: ignore[arg-type]
-        with pytest.raises(RuntimeError, match="tokenizer process"):
-            pool.tokenize("a", local.to_config(), 256, batch)
+        try:
+            assert pool.tokenize("a", local.to_config(), 256, batch) == [local.tokenize(t, 256) for t in batch]
+        except RuntimeError as exc:
+            assert "tokenizer process" in str(exc)
         assert restarts == ["exited"]
         assert pool.tokenize("a", local.to_config(), 256, batch) == [local.tokenize(t, 256) for t in batch]
         assert pool.pids[0] == first and pool.pids[1] not in (None, second)
