@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from fmlc.metrics import evaluate, tune_thresholds
-from training.wide import FOLDS, KEYS, STRATEGIES, choose_blend, fit_weights
+from training.wide import FOLDS, KEYS, STRATEGIES, choose_blend, fit_all_weights
 
 NEEDED = ("valid/linear", "valid/fmlc", "test/linear", "test/fmlc", "y/valid", "y/test", "train_counts")
 
@@ -34,8 +34,7 @@ def study(path: Path, tail_below: int = 100) -> dict:
     tail = arrays["train_counts"] < tail_below
     blend = choose_blend(y_valid, arrays["valid/linear"], arrays["valid/fmlc"], tail=tail)
     figures: dict = {}
-    for strategy in STRATEGIES:
-        beta = fit_weights(strategy, y_valid, arrays["valid/linear"], arrays["valid/fmlc"])
+    for strategy, beta in fit_all_weights(y_valid, arrays["valid/linear"], arrays["valid/fmlc"]).items():
         valid = beta * arrays["valid/linear"] + (1 - beta) * arrays["valid/fmlc"]
         test = beta * arrays["test/linear"] + (1 - beta) * arrays["test/fmlc"]
         scored = evaluate(y_test, test, tune_thresholds(y_valid, valid), arrays["train_counts"], tail_below)

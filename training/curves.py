@@ -27,7 +27,7 @@ import numpy as np
 from training.data import Record, load_path, split_records
 from training.experiment import SPLIT_SEED, add_parent_labels, console, split_id
 from training.trainer import PRESETS, TrainConfig, fit, prepare, save_scores
-from training.wide import keeps_rule
+from training.wide import recorded_choice
 
 PATHS = (("linear", "linear TF-IDF"), ("fmlc", "FMLC/ASL"), ("fmlc-wide", "FMLC wide & deep"))
 SUBSET_SEED = 0  # the one shuffle every size cuts from
@@ -144,12 +144,12 @@ def summary(results: dict) -> list[dict]:
             row[name] = {split: {k: float(np.mean([p[name][split][k] for p in points]))
                                  for k in ("macro_f1", "tail_macro_f1", "micro_f1")}
                          for split in ("valid", "test")}
-        blends = [p["blend"] for p in points]
-        row["blends"] = sorted({b.get("strategy", "per label, in-sample") for b in blends})
+        choices = [recorded_choice(p["blend"]) for p in points]
+        row["blends"] = sorted({strategy for strategy, _ in choices})
         # The rule is judged out of fold where the blend was chosen that way (training.wide); points
         # from before keep the in-sample comparison.
-        row["holds_on_valid"] = (all(keeps_rule(b["cross_fitted"], b["strategy"]) for b in blends)
-                                 if all("cross_fitted" in b for b in blends)
+        held = [h for _, h in choices if h is not None]
+        row["holds_on_valid"] = (all(held) if len(held) == len(choices)
                                  else all(g >= 0 for g in gains(row, "valid").values()))
         rows.append(row)
     return rows

@@ -15,7 +15,7 @@ matplotlib.use("Agg")  # reports are written on servers without a display
 import matplotlib.pyplot as plt
 import numpy as np
 
-from training.wide import keeps_rule
+from training.wide import recorded_choice
 
 EARLIER = ("linear", "caml", "zacnn", "bigru-lwan")  # "the best earlier method" of the claim
 WIDE = "fmlc-wide"  # the default model, built from linear and FMLC/ASL: compared with every single method
@@ -118,13 +118,13 @@ def wide_rule(results: dict) -> list[dict]:
                                 "fmlc": 100 * parts["fmlc"][split][key],
                                 "one_weight": 100 * parts["one weight"][split][key]} for key in GAIN_KEYS}
         blend = parts["blend"]
-        if "cross_fitted" in blend:  # out of fold on validation (training.wide), where the rule is judged
-            row["strategy"] = blend["strategy"]
+        row["strategy"], held = recorded_choice(blend)
+        if held is not None:  # out of fold on validation (training.wide), where the rule is judged
             row["valid_out_of_fold"] = {key: {name: 100 * blend["cross_fitted"][strategy][key] for name, strategy in
                                               (("wide", blend["strategy"]), ("linear", "linear"), ("fmlc", "fmlc"),
                                                ("one_weight", "shared"))} for key in GAIN_KEYS}
-            row["holds_on_valid"] = keeps_rule(blend["cross_fitted"], blend["strategy"])
-        else:  # runs whose blend was always per label, chosen in-sample
+            row["holds_on_valid"] = held
+        else:
             row["holds_on_valid"] = all(
                 row["valid"][k]["wide"] >= max(row["valid"][k]["linear"], row["valid"][k]["fmlc"]) for k in GAIN_KEYS)
         rows.append(row)
@@ -148,7 +148,7 @@ def _wide_lines(summary: dict) -> list[str]:
                   "rule on validation |",
                   "|---|---|---|---|---|---|---|---|"]
         for row in summary["wide_rule"]:
-            strategy = row.get("strategy", "per label, in-sample")
+            strategy = row["strategy"]
             splits = (("valid_out_of_fold", "valid, out of fold"),) if "valid_out_of_fold" in row else ()
             for split, name in (*splits, ("valid", "valid"), ("test", "test")):
                 cells = [" / ".join(f"{row[split][k][path]:.2f}" for k in GAIN_KEYS)

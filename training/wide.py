@@ -42,25 +42,30 @@ class Blend:
     cross_fitted: dict[str, dict]  # strategy → out-of-fold validation figures (KEYS, fold_macro_f1)
 
 
-def fit_weights(strategy: str, y: np.ndarray, wide: np.ndarray, deep: np.ndarray,
-                grid: tuple[float, ...] = BLEND_GRID) -> np.ndarray:
-    """β per label [L] for one strategy, fitted on (y, wide, deep)."""
+def fit_all_weights(y: np.ndarray, wide: np.ndarray, deep: np.ndarray,
+                    grid: tuple[float, ...] = BLEND_GRID) -> dict[str, np.ndarray]:
+    """β per label [L] of every strategy, fitted on (y, wide, deep). One scan of the grid (each
+    value's blend with its own tuned thresholds) serves both "shared" and "per-label"."""
     n_labels = y.shape[1]
-    if strategy in ("fmlc", "linear"):
-        return np.full(n_labels, 0.0 if strategy == "fmlc" else 1.0, dtype=np.float32)
-    if strategy not in STRATEGIES:
-        raise ValueError(f"unknown blend strategy {strategy!r}: choose one of {', '.join(STRATEGIES)}")
     f1 = np.stack([per_label_f1(y, b >= tune_thresholds(y, b))
                    for b in (w * wide + (1 - w) * deep for w in grid)])  # [G, L]
     grid_arr = np.asarray(grid)
     shared = int(np.argmax(f1.mean(axis=1)))
-    if strategy == "shared":
-        return np.full(n_labels, grid_arr[shared], dtype=np.float32)
     # Best F1 per label; among equals, the value nearest the shared one, so that a label whose F1 is
     # flat in β does not take an arbitrary weight.
     order = np.argsort(np.abs(grid_arr - grid_arr[shared]), kind="stable")
     best = order[np.argmax(f1[order], axis=0)]
-    return grid_arr[best].astype(np.float32)
+    return {"fmlc": np.zeros(n_labels, dtype=np.float32), "linear": np.ones(n_labels, dtype=np.float32),
+            "shared": np.full(n_labels, grid_arr[shared], dtype=np.float32),
+            "per-label": grid_arr[best].astype(np.float32)}
+
+
+def fit_weights(strategy: str, y: np.ndarray, wide: np.ndarray, deep: np.ndarray,
+                grid: tuple[float, ...] = BLEND_GRID) -> np.ndarray:
+    """β per label [L] for one strategy, fitted on (y, wide, deep)."""
+    if strategy not in STRATEGIES:
+        raise ValueError(f"unknown blend strategy {strategy!r}: choose one of {', '.join(STRATEGIES)}")
+    return fit_all_weights(y, wide, deep, grid)[strategy]
 
 
 def cross_fitted_f1(y: np.ndarray, wide: np.ndarray, deep: np.ndarray, tail: np.ndarray | None = None,
@@ -80,8 +85,8 @@ def cross_fitted_f1(y: np.ndarray, wide: np.ndarray, deep: np.ndarray, tail: np.
         predicted = {s: np.zeros(y.shape, dtype=bool) for s in STRATEGIES}
         for held in parts:
             fit = np.setdiff1d(np.arange(n), held)
-            for strategy in STRATEGIES:
-                beta = fit_weights(strategy, y[fit], wide[fit], deep[fit], grid)
+            fitted = fit_all_weights(y[fit], wide[fit], deep[fit], grid)
+            for strategy, beta in fitted.items():
                 thresholds = tune_thresholds(y[fit], beta * wide[fit] + (1 - beta) * deep[fit])
                 predicted[strategy][held] = beta * wide[held] + (1 - beta) * deep[held] >= thresholds
                 by_fold[strategy].append(float(per_label_f1(y[held], predicted[strategy][held]).mean()))
@@ -97,6 +102,15 @@ def keeps_rule(figures: dict[str, dict[str, float]], strategy: str) -> bool:
     return all(figures[strategy][k] >= max(figures["fmlc"][k], figures["linear"][k]) for k in KEYS)
 
 
+def recorded_choice(blend: dict) -> tuple[str, bool | None]:
+    """A run's recorded blend (metrics["components"]["blend"]) → its strategy, and whether it kept the
+    rule out of fold. Runs from before the out-of-fold choice always took per-label weights chosen
+    in-sample and recorded no out-of-fold figures: None, for the caller to judge in-sample."""
+    if "cross_fitted" not in blend:
+        return "per label, in-sample", None
+    return blend["strategy"], keeps_rule(blend["cross_fitted"], blend["strategy"])
+
+
 def choose_blend(y_valid: np.ndarray, wide: np.ndarray, deep: np.ndarray, tail: np.ndarray | None = None,
                  grid: tuple[float, ...] = BLEND_GRID, seed: int = 0) -> Blend:
     """wide, deep: validation probabilities [N, L] of the linear and the FMLC path; tail: [L] bool,
@@ -110,6 +124,5 @@ def choose_blend(y_valid: np.ndarray, wide: np.ndarray, deep: np.ndarray, tail: 
     cross = cross_fitted_f1(y_valid, wide, deep, tail, seed=seed, grid=grid)
     pool = [s for s in STRATEGIES if keeps_rule(cross, s)] or list(STRATEGIES)
     strategy = max(pool, key=lambda s: (cross[s]["macro_f1"], -STRATEGIES.index(s)))
-    shared = fit_weights("shared", y_valid, wide, deep, grid)
-    weights = shared if strategy == "shared" else fit_weights(strategy, y_valid, wide, deep, grid)
-    return Blend(weights=weights, strategy=strategy, shared=float(shared[0]), cross_fitted=cross)
+    fitted = fit_all_weights(y_valid, wide, deep, grid)
+    return Blend(weights=fitted[strategy], strategy=strategy, shared=float(fitted["shared"][0]), cross_fitted=cross)
